@@ -1,0 +1,5 @@
+import sys
+
+from awmjax.cli import main
+
+sys.exit(main())
