@@ -1,0 +1,171 @@
+"""Compiled worlds and single-slot episodes: the in-process core of the state pools.
+
+- `CompiledWorld`: a world compiled once: the seeded database serialized to bytes (the
+  template image), its tables and columns, compiled tools, and each SQL check's
+  assertion values on the seed (so progress counts only real work). Cached by world id.
+- `Slot`: one sandboxed in-memory connection that can hold any compiled world.
+- `Episode`: one task being attempted in a slot: reset, tool calls, changes, verdict.
+
+The pool (`envgen.pool`) runs many slots across worker processes with the same classes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from envgen.checks import Verdict, assertion_states, judge_sql_check
+from envgen.db import ChangeRecorder, Limits, SandboxedDB
+from envgen.sandbox import PythonSandbox
+from envgen.sqltool import CompiledSqlTool, ToolResult, error_result
+from envgen.world import Task, World
+
+
+@dataclass
+class CompiledWorld:
+    """A world ready to run: template image, schema facts, compiled tools, seed check states."""
+
+    world: World
+    image: bytes
+    tables: frozenset[str]
+    columns: dict[str, list[str]]
+    sql_tools: dict[str, CompiledSqlTool]
+    seed_states: dict[str, list[bool]] = field(default_factory=dict)  # task id -> assertion holds on seed
+
+    @property
+    def id(self) -> str:
+        return self.world.id
+
+    @classmethod
+    def compile(cls, world: World, limits: Limits = Limits()) -> "CompiledWorld":
+        """Load schema and seed into a sandboxed database and prepare tools and checks."""
+        db = SandboxedDB(limits)
+        try:
+            db.load_schema_and_seed(world.schema, world.seed)
+            columns = {t: db.columns(t) for t in db.tables}
+            tools = {t.name: CompiledSqlTool.compile(t) for t in world.tools if t.impl.kind == "sql"}
+            seed_states = {t.id: assertion_states(db, t.check) for t in world.tasks if t.check.kind == "sql"}
+            return cls(world, db.image(), db.tables, columns, tools, seed_states)
+        finally:
+            db.close()
+
+
+_COMPILED: dict[str, CompiledWorld] = {}
+COMPILE_CACHE_SIZE = 4096
+
+
+def compile_world(world: World) -> CompiledWorld:
+    """Compile a world, cached by its content id (a changed world has a new id)."""
+    cw = _COMPILED.get(world.id)
+    if cw is None:
+        if len(_COMPILED) >= COMPILE_CACHE_SIZE:
+            _COMPILED.pop(next(iter(_COMPILED)))
+        cw = _COMPILED[world.id] = CompiledWorld.compile(world)
+    return cw
+
+
+class Slot:
+    """One sandboxed in-memory database that episodes of any world can use in turn."""
+
+    def __init__(self, limits: Limits = Limits(), python: PythonSandbox | None = None):
+        self.db = SandboxedDB(limits)
+        self.python = python  # sandbox process for Python tools and checks, made on demand
+        self.world: CompiledWorld | None = None
+
+    def reset(self, world: CompiledWorld) -> None:
+        """Load the world's template image: the exact seeded state, whatever came before."""
+        self.db.restore(world.image, world.tables)
+        self.world = world
+
+    def sandbox(self) -> PythonSandbox:
+        """The Python sandbox of this slot (started on first use)."""
+        if self.python is None:
+            self.python = PythonSandbox()
+        return self.python
+
+    def close(self) -> None:
+        """Release the connection and any sandbox process."""
+        self.db.close()
+        if self.python is not None:
+            self.python.close()
+
+
+class Episode:
+    """One attempt at a task: reset the slot, record changes, call tools, judge."""
+
+    def __init__(self, slot: Slot, world: CompiledWorld, task: Task | None = None):
+        self.slot, self.world, self.task = slot, world, task
+        slot.reset(world)
+        self.recorder = ChangeRecorder(slot.db)
+        self.calls = 0
+
+    def call(self, tool_name: str, arguments: Any) -> ToolResult:
+        """Run one tool call (unknown tools are reported as invalid, never raised)."""
+        self.calls += 1
+        tool = self.world.world.tool(tool_name)
+        if tool is None:
+            return error_result("invalid_arguments", f"unknown tool {tool_name!r}")
+        if tool.impl.kind == "sql":
+            return self.world.sql_tools[tool_name](self.slot.db, arguments)
+        return self._call_python(tool, arguments)
+
+    def _call_python(self, tool, arguments: Any) -> ToolResult:
+        from envgen.args import compile_validator
+
+        args, err = compile_validator(tool.parameters)(arguments)
+        if err:
+            return error_result("invalid_arguments", f"{tool.name}: {err}")
+        res = self.slot.sandbox().run_tool(tool.impl.source, tool.impl.entry, self.slot.db.image(), args)
+        if res.outcome == "ok":
+            # apply the new image while keeping the change recorder meaningful: diff rows in place
+            self._apply_image(res.image)
+            return ToolResult("ok", res.value)
+        if res.outcome == "error":
+            return error_result("tool_error", f"{tool.name}: {res.message}")
+        return error_result("env_error", f"{tool.name}: {res.message}")
+
+    def _apply_image(self, image: bytes) -> None:
+        """Make the slot's rows equal those of `image` through ordinary row writes (so the session sees them)."""
+        import apsw
+
+        from envgen.db import quote_ident
+
+        other = apsw.Connection(":memory:")
+        other.deserialize("main", image)
+        db = self.slot.db
+        with db.trusted():
+            db.conn.execute("PRAGMA defer_foreign_keys = ON", can_cache=False)
+            for table in sorted(db.tables):
+                cols = self.world.columns[table]
+                rows = other.execute(f"SELECT * FROM {quote_ident(table)}").fetchall()
+                current = db.conn.execute(f"SELECT * FROM {quote_ident(table)}", can_cache=False).fetchall()
+                if rows == current:
+                    continue
+                db.conn.execute(f"DELETE FROM {quote_ident(table)}", can_cache=False)
+                marks = ", ".join("?" * len(cols))
+                db.conn.executemany(f"INSERT INTO {quote_ident(table)} VALUES ({marks})", rows, can_cache=False)
+        other.close()
+
+    def changes(self) -> list[dict[str, Any]]:
+        """Rows inserted, deleted and updated so far, with old and new values (JSON-ready)."""
+        return self.recorder.changes(self.world.columns.__getitem__)
+
+    def verdict(self, final_answer: str | None = None) -> Verdict:
+        """The code verdict of the episode's task on the current state."""
+        if self.task is None:
+            raise ValueError("this episode has no task to judge")
+        check = self.task.check
+        if check.kind == "sql":
+            return judge_sql_check(self.slot.db, check, self.changes(), final_answer, self.world.seed_states[self.task.id])
+        res = self.slot.sandbox().run_verifier(check.source, self.world.image, self.slot.db.image(), final_answer)
+        if res.outcome != "ok":
+            return Verdict("incomplete", {"verifier_error": res.message, "outcome": res.outcome})
+        value = res.value if isinstance(res.value, dict) else {"result": res.value}
+        result = value.get("result")
+        if result not in ("complete", "partial", "incomplete"):
+            return Verdict("incomplete", {"verifier_error": f"verify returned result {result!r}", "raw": value})
+        return Verdict(result, {"verifier": value.get("evidence", value)})
+
+    def close(self) -> None:
+        """Stop recording changes (the slot stays usable)."""
+        self.recorder.close()
