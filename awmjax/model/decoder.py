@@ -1,0 +1,188 @@
+"""The policy: a decoder-only transformer (GQA, RoPE, RMSNorm, SwiGLU) in flax.nnx."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from awmjax.model.config import ModelConfig
+from awmjax.model.kv_cache import KVCache
+from awmjax.model.rope import apply_rope, inv_frequencies
+from awmjax.model.sharding import constrain
+
+_NEG_INF = -1e30
+
+
+def _param(rngs: nnx.Rngs, shape, axes, dtype, scale: float | None = None) -> nnx.Param:
+    """A normal(0, scale)-initialized parameter tagged with logical axis names."""
+    scale = 0.02 if scale is None else scale
+    value = scale * jax.random.normal(rngs.params(), shape, jnp.float32)
+    return nnx.Param(value.astype(dtype), logical_axes=axes)
+
+
+class RMSNorm(nnx.Module):
+    """Root-mean-square layer norm with a learned scale."""
+
+    def __init__(self, dim: int, eps: float, axis_name: str, param_dtype):
+        self.eps = eps
+        self.weight = nnx.Param(jnp.ones((dim,), param_dtype), logical_axes=(axis_name,))
+
+    def __call__(self, x_BxD: jax.Array) -> jax.Array:
+        x32 = x_BxD.astype(jnp.float32)
+        normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        return self.weight.get_value().astype(x_BxD.dtype) * normed.astype(x_BxD.dtype)
+
+
+class Attention(nnx.Module):
+    """Grouped-query self-attention writing into and reading from an optional KV cache."""
+
+    def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
+        c, pdt = config, jnp.dtype(config.param_dtype)
+        D, N, K, H = c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim
+        self.config = c
+        self.q_proj = _param(rngs, (D, N, H), ("embed", "heads", "head_dim"), pdt)
+        self.k_proj = _param(rngs, (D, K, H), ("embed", "kv_heads", "head_dim"), pdt)
+        self.v_proj = _param(rngs, (D, K, H), ("embed", "kv_heads", "head_dim"), pdt)
+        self.o_proj = _param(rngs, (N, H, D), ("heads", "head_dim", "embed"), pdt)
+        if c.attention_bias:
+            self.q_bias = _param(rngs, (N, H), ("heads", "head_dim"), pdt)
+            self.k_bias = _param(rngs, (K, H), ("kv_heads", "head_dim"), pdt)
+            self.v_bias = _param(rngs, (K, H), ("kv_heads", "head_dim"), pdt)
+        if c.qk_norm:
+            self.q_norm = RMSNorm(H, c.rms_norm_eps, "head_dim", pdt)
+            self.k_norm = RMSNorm(H, c.rms_norm_eps, "head_dim", pdt)
+
+    def _project(self, x_BTD, name: str):
+        dtype = x_BTD.dtype
+        w = getattr(self, f"{name}_proj").get_value().astype(dtype)
+        y = jnp.einsum("btd,dnh->btnh", x_BTD, w)
+        if self.config.attention_bias:
+            y = y + getattr(self, f"{name}_bias").get_value().astype(dtype)
+        return y
+
+    def __call__(self, x_BTD, positions_BT, layer: int, cache: KVCache | None,
+                 segment_ids_BT: jax.Array | None):
+        c = self.config
+        B, T, _ = x_BTD.shape
+        K, G = c.num_kv_heads, c.num_heads // c.num_kv_heads
+        q_BTNH, k_BTKH, v_BTKH = (self._project(x_BTD, n) for n in ("q", "k", "v"))
+        if c.qk_norm:
+            q_BTNH, k_BTKH = self.q_norm(q_BTNH), self.k_norm(k_BTKH)
+        inv_freq_P = inv_frequencies(c)
+        q_BTNH = apply_rope(q_BTNH, positions_BT, inv_freq_P)
+        k_BTKH = apply_rope(k_BTKH, positions_BT, inv_freq_P)
+        q_BTNH = constrain(q_BTNH, ("batch", "length", "heads", "head_dim"))
+
+        if cache is None:
+            keys_BSKH, values_BSKH = k_BTKH, v_BTKH
+            q_index_BT = jnp.broadcast_to(jnp.arange(T), (B, T))
+            kv_index_BS = q_index_BT
+        else:
+            # Row b's new tokens go to slots lengths_B[b] + t; slots past the end are dropped.
+            slots_BT = cache.lengths_B[:, None] + jnp.arange(T)[None, :]
+            rows_BT = jnp.broadcast_to(jnp.arange(B)[:, None], (B, T))
+            k_cache = cache.k_LBSKH.at[layer, rows_BT, slots_BT].set(
+                k_BTKH.astype(cache.k_LBSKH.dtype), mode="drop")
+            v_cache = cache.v_LBSKH.at[layer, rows_BT, slots_BT].set(
+                v_BTKH.astype(cache.v_LBSKH.dtype), mode="drop")
+            cache = cache.replace(k_LBSKH=k_cache, v_LBSKH=v_cache)
+            keys_BSKH = k_cache[layer].astype(x_BTD.dtype)
+            values_BSKH = v_cache[layer].astype(x_BTD.dtype)
+            q_index_BT = slots_BT
+            kv_index_BS = jnp.broadcast_to(jnp.arange(cache.max_len), (B, cache.max_len))
+
+        mask_BTS = kv_index_BS[:, None, :] <= q_index_BT[:, :, None]
+        if segment_ids_BT is not None and cache is None:
+            mask_BTS &= segment_ids_BT[:, :, None] == segment_ids_BT[:, None, :]
+        q_BTKGH = q_BTNH.reshape(B, T, K, G, c.head_dim)
+        scores_BKGTS = jnp.einsum("btkgh,bskh->bkgts", q_BTKGH, keys_BSKH,
+                                  preferred_element_type=jnp.float32)
+        scores_BKGTS = scores_BKGTS * (c.head_dim ** -0.5)
+        scores_BKGTS = jnp.where(mask_BTS[:, None, None], scores_BKGTS, _NEG_INF)
+        probs_BKGTS = jax.nn.softmax(scores_BKGTS, axis=-1).astype(x_BTD.dtype)
+        out_BTKGH = jnp.einsum("bkgts,bskh->btkgh", probs_BKGTS, values_BSKH)
+        out_BTNH = out_BTKGH.reshape(B, T, c.num_heads, c.head_dim)
+        out_BTD = jnp.einsum("btnh,nhd->btd", out_BTNH,
+                             self.o_proj.get_value().astype(x_BTD.dtype))
+        return out_BTD, cache
+
+
+class MLP(nnx.Module):
+    """SwiGLU feed-forward block."""
+
+    def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
+        D, F, pdt = config.hidden_size, config.intermediate_size, jnp.dtype(config.param_dtype)
+        self.gate_proj = _param(rngs, (D, F), ("embed", "mlp"), pdt)
+        self.up_proj = _param(rngs, (D, F), ("embed", "mlp"), pdt)
+        self.down_proj = _param(rngs, (F, D), ("mlp", "embed"), pdt)
+
+    def __call__(self, x_BTD: jax.Array) -> jax.Array:
+        dtype = x_BTD.dtype
+        gate_BTF = x_BTD @ self.gate_proj.get_value().astype(dtype)
+        up_BTF = x_BTD @ self.up_proj.get_value().astype(dtype)
+        h_BTF = constrain(jax.nn.silu(gate_BTF) * up_BTF, ("batch", "length", "mlp"))
+        return h_BTF @ self.down_proj.get_value().astype(dtype)
+
+
+class Block(nnx.Module):
+    """One pre-norm transformer layer."""
+
+    def __init__(self, config: ModelConfig, rngs: nnx.Rngs):
+        pdt = jnp.dtype(config.param_dtype)
+        self.input_norm = RMSNorm(config.hidden_size, config.rms_norm_eps, "norm", pdt)
+        self.attn = Attention(config, rngs)
+        self.post_attn_norm = RMSNorm(config.hidden_size, config.rms_norm_eps, "norm", pdt)
+        self.mlp = MLP(config, rngs)
+
+    def __call__(self, x_BTD, positions_BT, layer, cache, segment_ids_BT):
+        attn_BTD, cache = self.attn(self.input_norm(x_BTD), positions_BT, layer, cache,
+                                    segment_ids_BT)
+        x_BTD = x_BTD + attn_BTD
+        x_BTD = x_BTD + self.mlp(self.post_attn_norm(x_BTD))
+        return constrain(x_BTD, ("batch", "length", "embed")), cache
+
+
+class Decoder(nnx.Module):
+    """Token ids in, next-token logits out; optionally extends a KV cache."""
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        pdt = jnp.dtype(config.param_dtype)
+        self.config = config
+        self.embed = _param(rngs, (config.vocab_size, config.hidden_size), ("vocab", "embed"),
+                            pdt)
+        self.layers = nnx.List([Block(config, rngs) for _ in range(config.num_layers)])
+        self.final_norm = RMSNorm(config.hidden_size, config.rms_norm_eps, "norm", pdt)
+        if not config.tie_embeddings:
+            self.lm_head = _param(rngs, (config.vocab_size, config.hidden_size),
+                                  ("vocab", "embed"), pdt)
+
+    def hidden(self, tokens_BT: jax.Array, positions_BT: jax.Array, *,
+               cache: KVCache | None = None, segment_ids_BT: jax.Array | None = None,
+               num_new_B: jax.Array | None = None) -> tuple[jax.Array, KVCache | None]:
+        """Final-normed hidden states (B, T, D) and the cache advanced by num_new_B (default T)."""
+        dtype = jnp.dtype(self.config.dtype)
+        x_BTD = jnp.take(self.embed.get_value(), tokens_BT, axis=0).astype(dtype)
+        x_BTD = constrain(x_BTD, ("batch", "length", "embed"))
+        for layer, block in enumerate(self.layers):
+            x_BTD, cache = block(x_BTD, positions_BT, layer, cache, segment_ids_BT)
+        if cache is not None:
+            T = tokens_BT.shape[1]
+            added_B = jnp.full_like(cache.lengths_B, T) if num_new_B is None else num_new_B
+            cache = cache.replace(lengths_B=cache.lengths_B + added_B.astype(jnp.int32))
+        return self.final_norm(x_BTD), cache
+
+    def logits(self, h_BxD: jax.Array) -> jax.Array:
+        """Vocabulary logits (float32) from final hidden states."""
+        head_VD = self.embed if self.config.tie_embeddings else self.lm_head
+        logits = jnp.einsum("...d,vd->...v", h_BxD, head_VD.get_value().astype(h_BxD.dtype),
+                            preferred_element_type=jnp.float32)
+        return logits
+
+    def __call__(self, tokens_BT: jax.Array, positions_BT: jax.Array, *,
+                 cache: KVCache | None = None, segment_ids_BT: jax.Array | None = None,
+                 num_new_B: jax.Array | None = None) -> tuple[jax.Array, KVCache | None]:
+        """(logits_BTV, new_cache): with a cache, row b's tokens are written after its length."""
+        h_BTD, cache = self.hidden(tokens_BT, positions_BT, cache=cache,
+                                   segment_ids_BT=segment_ids_BT, num_new_B=num_new_B)
+        return self.logits(h_BTD), cache
