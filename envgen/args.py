@@ -29,6 +29,8 @@ _TYPES: dict[str, Callable[[Any], bool]] = {
     "null": lambda v: v is None,
 }
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
 # validate(arguments) -> (clean arguments with defaults filled, or None; error message or None)
 Validator = Callable[[Any], "tuple[dict | None, str | None]"]
 
@@ -98,6 +100,8 @@ def _compile_value(name: str, p: dict) -> Callable[[Any], str | None]:
             return f"argument '{name}' must be {' or '.join(types)}, got {_jtype(v)} {_short(v)}"
         if enum is not None and v not in enum:
             return f"argument '{name}' must be one of {', '.join(map(repr, enum))}, got {_short(v)}"
+        if isinstance(v, int) and not isinstance(v, bool) and not _INT64_MIN <= v <= _INT64_MAX:
+            return f"argument '{name}' is outside the 64-bit integer range"
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             if lo is not None and v < lo:
                 return f"argument '{name}' must be >= {lo}, got {v}"
@@ -144,6 +148,9 @@ def _jsonschema_validator(schema: dict) -> Validator:
         if err is not None:
             where = "/".join(map(str, err.absolute_path))
             return None, f"argument '{where}': {err.message}" if where else err.message
+        for k, v in args.items():
+            if isinstance(v, int) and not isinstance(v, bool) and not _INT64_MIN <= v <= _INT64_MAX:
+                return None, f"argument '{k}' is outside the 64-bit integer range"
         clean = {k: p.get("default") for k, p in (schema.get("properties") or {}).items() if isinstance(p, dict)}
         clean.update(args)
         return clean, None

@@ -118,6 +118,8 @@ class CompiledSqlTool:
             return error_result("env_error", f"{self.tool.name}: a value exceeded the sandbox size limit ({_sqlite_msg(e)})")
         except apsw.Error as e:
             return error_result("env_error", f"{self.tool.name}: database error: {_sqlite_msg(e)}")
+        except (OverflowError, TypeError, ValueError) as e:  # a value SQLite cannot bind
+            return error_result("invalid_arguments", f"{self.tool.name}: an argument cannot be stored: {e}")
         except KeyError as e:  # a :name in the SQL that is neither a parameter nor a saved value
             return error_result("env_error", f"{self.tool.name}: SQL names unbound parameter :{e.args[0]}")
         return ToolResult("ok", out or {"status": "ok"})
