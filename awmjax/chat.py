@@ -62,7 +62,9 @@ MCP_META_TOOLS = (
                     "tool_name": {"type": "string", "description": "The tool's name, as list_tools shows it."},
                     "arguments": {
                         "type": "string",
-                        "description": "The tool's arguments: a JSON object written as a string; \"{}\" if it takes none.",
+                        "description": (
+                            "The tool's arguments: a JSON object written as a string; \"{}\" if it takes none."
+                        ),
                     },
                 },
                 "required": ["tool_name", "arguments"],
@@ -190,7 +192,8 @@ CHAT_TEMPLATE = (
     "{%- if call.function is defined %}{%- set call = call.function %}{%- endif %}"
     "{%- if not loop.first or message.content %}{{- '\\n' }}{%- endif %}"
     "{{- '<tool_call>\\n{\"name\": ' }}{{- call.name | tojson }}{{- ', \"arguments\": ' }}"
-    "{%- if call.arguments is string %}{{- call.arguments }}{%- else %}{{- (call.arguments or {}) | tojson }}{%- endif %}"
+    "{%- if call.arguments is string %}{{- call.arguments }}"
+    "{%- else %}{{- (call.arguments or {}) | tojson }}{%- endif %}"
     "{{- '}\\n</tool_call>' }}{%- endfor %}{{- '<|im_end|>\\n' }}"
     "{%- elif message.role == 'tool' %}"
     "{%- if loop.first or rest[loop.index0 - 1].role != 'tool' %}{{- '<|im_start|>user' }}{%- endif %}"
@@ -336,7 +339,8 @@ class Conversation:
             raise ValueError("append_tool_responses needs a non-empty list of result strings, one per call")
         start = len(self._ids)
         self._extend([self._im_start], trainable=False)
-        self._extend(self.tokenizer.encode("user" + tool_responses_content(results), allow_special=False), trainable=False)
+        body = self.tokenizer.encode("user" + tool_responses_content(results), allow_special=False)
+        self._extend(body, trainable=False)
         self._extend([self._im_end, *self._newline], trainable=False)
         return self._record(Turn("tool", start, len(self._ids)))
 
@@ -366,7 +370,9 @@ class Conversation:
             raise ValueError(f"window={window}; it must be at least 1 (the newest turn itself)")
         positions = [i for i, t in enumerate(self.turns) if t.role == "assistant"]
         if not -len(positions) <= assistant_index < len(positions):
-            raise ValueError(f"assistant_index={assistant_index}, but the conversation has {len(positions)} assistant turns")
+            raise ValueError(
+                f"assistant_index={assistant_index}, but the conversation has {len(positions)} assistant turns"
+            )
         target = positions[assistant_index]
         first = positions[max(0, positions.index(target) - window + 1)]
         head = self.turns[:2]

@@ -227,7 +227,8 @@ class _Parser:
             return
         extra = sorted(set(obj) - {"name", "arguments"})
         if extra:
-            self.error("unexpected_keys", f"the tool call has keys {extra}; only \"name\" and \"arguments\" are allowed", raw)
+            allowed = 'only "name" and "arguments" are allowed'
+            self.error("unexpected_keys", f"the tool call has keys {extra}; {allowed}", raw)
             return
         name = obj.get("name")
         if name is None or name == "":
@@ -273,7 +274,8 @@ class _Parser:
             return
         extra = sorted(set(arguments) - {"tool_name", "arguments"})
         if extra:
-            self.error("unexpected_keys", f"{CALL_TOOL} got keys {extra}; only \"tool_name\" and \"arguments\" are allowed", raw)
+            allowed = 'only "tool_name" and "arguments" are allowed'
+            self.error("unexpected_keys", f"{CALL_TOOL} got keys {extra}; {allowed}", raw)
             return
         tool_name = arguments.get("tool_name")
         if not isinstance(tool_name, str) or not tool_name:
@@ -290,7 +292,8 @@ class _Parser:
         if not isinstance(inner, dict):
             self.error(
                 "invalid_inner_arguments",
-                f"{CALL_TOOL}'s \"arguments\" must be a JSON object or a string holding one, not {type(inner).__name__}",
+                f"{CALL_TOOL}'s \"arguments\" must be a JSON object or a string holding one, "
+                f"not {type(inner).__name__}",
                 raw,
             )
             return

@@ -35,7 +35,9 @@ def _add_chat(parent: argparse._SubParsersAction) -> None:
     _add_model_options(c)
     _add_sampling_options(c, temperature=0.7, max_new_tokens=512)
     c.add_argument("--system", default=DEFAULT_CHAT_SYSTEM_PROMPT, help="system prompt (default: %(default)r)")
-    c.add_argument("--max-context", type=int, default=2048, help="tokens of history kept in the KV cache (default 2048)")
+    c.add_argument(
+        "--max-context", type=int, default=2048, help="tokens of history kept in the KV cache (default 2048)"
+    )
     c.set_defaults(handler=cmd_chat)
 
 
@@ -45,8 +47,8 @@ def _add_generate(parent: argparse._SubParsersAction) -> None:
         help="sample completions for a file of prompts, written as JSONL",
         description="Sample one completion per prompt. PROMPTS is a text file with one prompt per line, or a "
         '.jsonl file of objects with a "prompt" string. Each prompt becomes a user turn in the chat format '
-        "unless --raw. Writes one JSON object per prompt (text, token_ids, logprobs under the model, sampling_logprobs, "
-        "finish_reason) to --out.",
+        "unless --raw. Writes one JSON object per prompt (text, token_ids, logprobs under the model, "
+        "sampling_logprobs, finish_reason) to --out.",
     )
     g.add_argument("prompts", help="prompts file: one prompt per line, or .jsonl with a \"prompt\" field")
     g.add_argument("--out", required=True, help="output .jsonl path (written atomically)")
@@ -60,7 +62,9 @@ def _add_generate(parent: argparse._SubParsersAction) -> None:
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hf-dir", default=None, help="local Hugging Face checkpoint (default: the embedded SmolLM2-135M)")
-    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="compute dtype (default float32)")
+    p.add_argument(
+        "--dtype", choices=["float32", "bfloat16"], default="float32", help="compute dtype (default float32)"
+    )
 
 
 def _add_sampling_options(p: argparse.ArgumentParser, *, temperature: float, max_new_tokens: int) -> None:
