@@ -1,0 +1,301 @@
+"""Batched KV-cache generation: bucketed jitted prefill, one jitted decode loop, multi-turn state."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Callable, Iterator, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding
+
+from awmjax.model.config import ModelConfig
+from awmjax.model.decoder import Decoder
+from awmjax.model.kv_cache import KVCache
+from awmjax.model.sharding import logical_to_spec
+from awmjax.sampling import SamplingConfig, choose_tokens
+
+__all__ = ["DecodeState", "Generation", "Sampler", "SamplingConfig"]
+
+FINISH_REASONS = ("stop", "length", "budget")
+_STOP, _LENGTH, _BUDGET = range(3)
+_MIN_CHUNK, _MIN_STEPS, _MIN_STOP_IDS = 16, 16, 8
+
+
+@dataclasses.dataclass(frozen=True)
+class Generation:
+    """One sequence's new tokens and their log-probabilities."""
+
+    token_ids: list[int]
+    logprobs: list[float]  # log p(token) under the model itself (temperature 1, no cuts)
+    sampling_logprobs: list[float]  # log p(token) under the distribution it was drawn from
+    finish_reason: str  # 'stop' | 'length' | 'budget'
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeState:
+    """Conversations in flight: the KV cache and, per row, tokens not yet written to it."""
+
+    cache: KVCache
+    pending: tuple[tuple[int, ...], ...]
+    turn: int = 0
+
+    @property
+    def num_rows(self) -> int:
+        """Real (unpadded) conversations."""
+        return len(self.pending)
+
+    def lengths(self) -> list[int]:
+        """Tokens per conversation so far (cached and pending)."""
+        cached = np.asarray(self.cache.lengths_B)
+        return [int(cached[b]) + len(p) for b, p in enumerate(self.pending)]
+
+
+def _bucket(n: int, minimum: int) -> int:
+    """The smallest power of two >= max(n, minimum)."""
+    return max(minimum, 1 << max(0, int(n) - 1).bit_length())
+
+
+class Sampler:
+    """Generates from a Decoder for a batch of token-id prompts, reusing the cache across turns."""
+
+    def __init__(self, model: Decoder, config: ModelConfig, *, max_cache_len: int, pad_id: int,
+                 decode_fn: Callable[[Sequence[int]], str] | None = None,
+                 mesh: Mesh | None = None, prefill_chunk: int = 256):
+        if max_cache_len <= 0:
+            raise ValueError(f"Sampler max_cache_len must be > 0, got {max_cache_len}")
+        if prefill_chunk < _MIN_CHUNK:
+            raise ValueError(f"Sampler prefill_chunk must be >= {_MIN_CHUNK}, got {prefill_chunk}")
+        self.config = config
+        self.max_cache_len = max_cache_len
+        self.pad_id = int(pad_id)
+        self.decode_fn = decode_fn
+        self.mesh = mesh
+        self.prefill_chunk = _bucket(prefill_chunk, _MIN_CHUNK)
+        self.graphdef, self.params = nnx.split(model)
+
+    def set_params(self, model: Decoder) -> None:
+        """Sample from new weights of the same architecture (no recompilation)."""
+        self.graphdef, self.params = nnx.split(model)
+
+    def start(self, prompts: Sequence[Sequence[int]]) -> DecodeState:
+        """An empty cache for these conversations; the prompts are prefilled by continue_."""
+        if not prompts:
+            raise ValueError("Sampler.start needs at least one prompt")
+        batch = _bucket(len(prompts), 1)
+        cache = KVCache.init(self.config, batch, self.max_cache_len)
+        if self.mesh is not None:
+            spec = logical_to_spec(("layers", "batch", "cache_length", "kv_heads", "head_dim"),
+                                   cache.k_LBSKH.shape, self.mesh)
+            kv = NamedSharding(self.mesh, spec)
+            cache = KVCache(jax.device_put(cache.k_LBSKH, kv), jax.device_put(cache.v_LBSKH, kv),
+                            jax.device_put(cache.lengths_B, NamedSharding(self.mesh, spec[1:2])))
+        return DecodeState(cache, tuple(tuple(int(t) for t in p) for p in prompts))
+
+    def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingConfig, *,
+                 budgets: Sequence[int] | None = None) -> list[Generation]:
+        """One completion per prompt."""
+        generations, _ = self.continue_(self.start(prompts), None, sampling, budgets=budgets)
+        return generations
+
+    def continue_(self, state: DecodeState, appended: Sequence[Sequence[int]] | None,
+                  sampling: SamplingConfig, *, budgets: Sequence[int] | None = None
+                  ) -> tuple[list[Generation], DecodeState]:
+        """Prefill appended tokens (e.g. tool responses) after each row's cache, then generate.
+
+        `state` is consumed (its cache buffers are reused). budgets[b] caps row b's new tokens;
+        give 0 to leave a finished conversation untouched.
+        """
+        rows = state.num_rows
+        appended = appended if appended is not None else [()] * rows
+        budgets = budgets if budgets is not None else [sampling.max_new_tokens] * rows
+        if len(appended) != rows or len(budgets) != rows:
+            raise ValueError(f"continue_: got {len(appended)} appended lists and {len(budgets)} "
+                             f"budgets for {rows} conversations")
+        feeds = [list(p) + [int(t) for t in a] for p, a in zip(state.pending, appended)]
+        start_lengths = np.asarray(state.cache.lengths_B)
+        for b, feed in enumerate(feeds):
+            if start_lengths[b] + len(feed) > self.max_cache_len:
+                raise ValueError(f"conversation {b} needs {start_lengths[b] + len(feed)} cache "
+                                 f"slots but max_cache_len is {self.max_cache_len}")
+            if not feed and budgets[b] > 0:
+                raise ValueError(f"conversation {b} has no tokens to continue from; append some "
+                                 "or give it budget 0")
+        cache, h_BD = self._prefill(state.cache, feeds)
+        lengths_B = np.asarray(cache.lengths_B)
+        batch = lengths_B.shape[0]
+        budget_B = np.zeros(batch, np.int32)
+        for b in range(rows):
+            room = self.max_cache_len - int(lengths_B[b])
+            budget_B[b] = max(0, min(int(budgets[b]), sampling.max_new_tokens, room))
+        cache, out = self._decode(cache, h_BD, budget_B, sampling, state.turn)
+        return self._finish(cache, out, rows, lengths_B, sampling, state.turn)
+
+    def _prefill(self, cache: KVCache, feeds: list[list[int]]) -> tuple[KVCache, jax.Array]:
+        """Write every row's feed into the cache in chunks; h_BD is each row's last hidden state."""
+        batch = cache.lengths_B.shape[0]
+        h_BD = jnp.zeros((batch, self.config.hidden_size), jnp.dtype(self.config.dtype))
+        longest = max((len(f) for f in feeds), default=0)
+        for offset in range(0, longest, self.prefill_chunk):
+            count_B = np.zeros(batch, np.int32)
+            for b, feed in enumerate(feeds):
+                count_B[b] = min(max(len(feed) - offset, 0), self.prefill_chunk)
+            width = _bucket(int(count_B.max()), _MIN_CHUNK)
+            tokens_BT = np.full((batch, width), self.pad_id, np.int32)
+            for b, feed in enumerate(feeds):
+                tokens_BT[b, :count_B[b]] = feed[offset:offset + count_B[b]]
+            cache, h_BD = _prefill_chunk(self.graphdef, self.params, cache,
+                                         jnp.asarray(tokens_BT), jnp.asarray(count_B), h_BD)
+        return cache, h_BD
+
+    def _decode(self, cache, h_BD, budget_B, sampling: SamplingConfig, turn: int):
+        greedy, top_k = sampling.mode(self.config.vocab_size)
+        stop_ids = list(sampling.stop_token_ids)
+        stop_S = np.full(_bucket(len(stop_ids), _MIN_STOP_IDS), -1, np.int32)
+        stop_S[:len(stop_ids)] = stop_ids
+        key = jax.random.fold_in(jax.random.key(sampling.seed), turn)
+        return _decode_loop(
+            self.graphdef, self.params, cache, h_BD, jnp.asarray(budget_B), jnp.asarray(stop_S),
+            jnp.float32(max(sampling.temperature, 1e-6)), jnp.float32(sampling.top_p),
+            jnp.int32(sampling.max_new_tokens), key, greedy=greedy, top_k=top_k,
+            pad_id=self.pad_id, num_steps=_bucket(sampling.max_new_tokens, _MIN_STEPS))
+
+    def _finish(self, cache, out, rows, lengths_B, sampling, turn):
+        """Generations from the loop's buffers, cut at stop strings, with the cache rolled back."""
+        tokens_BN, logp_BN, slogp_BN, count_B, reason_B = (np.asarray(x) for x in out)
+        generations, pending = [], []
+        new_lengths_B = np.asarray(cache.lengths_B).copy()
+        for b in range(rows):
+            n, reason = int(count_B[b]), FINISH_REASONS[int(reason_B[b])]
+            cut = self._stop_string_cut(tokens_BN[b, :n].tolist(), sampling.stop_strings)
+            if cut is not None:
+                n, reason = cut, "stop"
+            generations.append(Generation(tokens_BN[b, :n].tolist(), logp_BN[b, :n].tolist(),
+                                          slogp_BN[b, :n].tolist(), reason))
+            # the newest token stays pending, so the next turn's prefill yields its logits
+            new_lengths_B[b] = lengths_B[b] + max(n - 1, 0)
+            pending.append((int(tokens_BN[b, n - 1]),) if n else ())
+        cache = cache.replace(lengths_B=jax.device_put(jnp.asarray(new_lengths_B),
+                                                       cache.lengths_B.sharding))
+        return generations, DecodeState(cache, tuple(pending), turn + 1)
+
+    def _stop_string_cut(self, token_ids: list[int], stop_strings: tuple[str, ...]) -> int | None:
+        """Length of the shortest prefix whose text contains a stop string, if any does."""
+        if not stop_strings or not token_ids:
+            return None
+        if self.decode_fn is None:
+            raise ValueError("SamplingConfig.stop_strings needs Sampler(decode_fn=...)")
+
+        def hit(n: int) -> bool:
+            text = self.decode_fn(token_ids[:n])
+            return any(s in text for s in stop_strings)
+
+        if not hit(len(token_ids)):
+            return None
+        lo, hi = 1, len(token_ids)  # containing a stop string is monotone in the prefix
+        while lo < hi:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if hit(mid) else (mid + 1, hi)
+        return lo
+
+    def stream(self, prompt: Sequence[int], sampling: SamplingConfig) -> Iterator[int]:
+        """Yield one sequence's tokens as they are generated (stop ids end it; stop strings do not)."""
+        state = self.start([prompt])
+        if not state.pending[0]:
+            raise ValueError("Sampler.stream needs a non-empty prompt")
+        cache, h_BD = self._prefill(state.cache, [list(state.pending[0])])
+        room = self.max_cache_len - int(np.asarray(cache.lengths_B)[0])
+        budget_B = jnp.asarray([max(0, min(sampling.max_new_tokens, room))], jnp.int32)
+        greedy, top_k = sampling.mode(self.config.vocab_size)
+        stop_S = jnp.asarray(list(sampling.stop_token_ids) or [-1], jnp.int32)
+        key = jax.random.fold_in(jax.random.key(sampling.seed), 0)
+        consts = (budget_B, stop_S, jnp.float32(max(sampling.temperature, 1e-6)),
+                  jnp.float32(sampling.top_p), jnp.int32(sampling.max_new_tokens), key)
+        active_B, count_B = budget_B > 0, jnp.zeros(1, jnp.int32)
+        step = 0
+        while bool(active_B[0]):
+            cache, h_BD, active_B, count_B, token_B, _, _, _ = _single_step(
+                self.graphdef, self.params, cache, h_BD, active_B, count_B, jnp.int32(step),
+                consts, greedy=greedy, top_k=top_k, pad_id=self.pad_id)
+            step += 1
+            yield int(token_B[0])
+
+
+@functools.partial(jax.jit, static_argnums=0, donate_argnums=2)
+def _prefill_chunk(graphdef, params, cache: KVCache, tokens_BT, count_B, h_BD):
+    """Write a padded chunk of tokens after each row's cache; keep each row's last hidden state."""
+    model = nnx.merge(graphdef, params)
+    positions_BT = cache.lengths_B[:, None] + jnp.arange(tokens_BT.shape[1])[None, :]
+    hidden_BTD, cache = model.hidden(tokens_BT, positions_BT, cache=cache, num_new_B=count_B)
+    last_B11 = jnp.maximum(count_B - 1, 0)[:, None, None]
+    last_BD = jnp.take_along_axis(hidden_BTD, last_B11, axis=1)[:, 0]
+    return cache, jnp.where((count_B > 0)[:, None], last_BD.astype(h_BD.dtype), h_BD)
+
+
+def _step(model: Decoder, cache, h_BD, active_B, count_B, step, consts, *, greedy, top_k, pad_id):
+    """Choose each active row's next token from h_BD, then feed it through the model."""
+    budget_B, stop_S, temperature, top_p, max_new, key = consts
+    rows_B = jnp.arange(h_BD.shape[0])
+    keys_B = jax.vmap(lambda r: jax.random.fold_in(jax.random.fold_in(key, r), step))(rows_B)
+    logits_BV = model.logits(h_BD)
+    token_B, logp_B, slogp_B = choose_tokens(logits_BV, keys_B, temperature, top_p,
+                                             greedy=greedy, top_k=top_k)
+    token_B = jnp.where(active_B, token_B, pad_id)
+    count_B = count_B + active_B
+    stop_B = active_B & jnp.isin(token_B, stop_S)
+    length_B = active_B & (count_B >= max_new)
+    budget_hit_B = active_B & (count_B >= budget_B)
+    reason_B = jnp.where(stop_B, _STOP, jnp.where(length_B, _LENGTH,
+                                                  jnp.where(budget_hit_B, _BUDGET, -1)))
+    # every chosen token is written (finished rows write nothing past their length)
+    h_B1D, cache = model.hidden(token_B[:, None], cache.lengths_B[:, None], cache=cache,
+                                num_new_B=active_B.astype(jnp.int32))
+    active_B = active_B & ~(stop_B | length_B | budget_hit_B)
+    return cache, h_B1D[:, 0], active_B, count_B, token_B, logp_B, slogp_B, reason_B
+
+
+@functools.partial(jax.jit, static_argnums=0, static_argnames=("greedy", "top_k", "pad_id"),
+                   donate_argnums=2)
+def _single_step(graphdef, params, cache, h_BD, active_B, count_B, step, consts, *, greedy,
+                 top_k, pad_id):
+    """One decode step, for streaming."""
+    return _step(nnx.merge(graphdef, params), cache, h_BD, active_B, count_B, step, consts,
+                 greedy=greedy, top_k=top_k, pad_id=pad_id)
+
+
+@functools.partial(jax.jit, static_argnums=0,
+                   static_argnames=("greedy", "top_k", "pad_id", "num_steps"), donate_argnums=2)
+def _decode_loop(graphdef, params, cache, h_BD, budget_B, stop_S, temperature, top_p, max_new,
+                 key, *, greedy, top_k, pad_id, num_steps):
+    """Decode up to num_steps tokens per row inside one while_loop, stopping when all rows finish."""
+    model = nnx.merge(graphdef, params)
+    consts = (budget_B, stop_S, temperature, top_p, max_new, key)
+    B = h_BD.shape[0]
+    active_B = budget_B > 0
+    reason_B = jnp.where(max_new <= 0, _LENGTH, _BUDGET) * jnp.ones(B, jnp.int32)
+    tokens_BN = jnp.full((B, num_steps), pad_id, jnp.int32)
+    logp_BN = jnp.zeros((B, num_steps), jnp.float32)
+    carry = (jnp.int32(0), cache, h_BD, active_B, jnp.zeros(B, jnp.int32), reason_B, tokens_BN,
+             logp_BN, logp_BN)
+
+    def cond(carry):
+        step, active_B = carry[0], carry[3]
+        return (step < num_steps) & jnp.any(active_B)
+
+    def body(carry):
+        step, cache, h_BD, active_B, count_B, reason_B, tokens_BN, logp_BN, slogp_BN = carry
+        cache, h_BD, active_B, count_B, token_B, logp_B, slogp_B, new_reason_B = _step(
+            model, cache, h_BD, active_B, count_B, step, consts, greedy=greedy, top_k=top_k,
+            pad_id=pad_id)
+        reason_B = jnp.where(new_reason_B >= 0, new_reason_B, reason_B)
+        tokens_BN = jax.lax.dynamic_update_slice(tokens_BN, token_B[:, None], (0, step))
+        logp_BN = jax.lax.dynamic_update_slice(logp_BN, logp_B[:, None], (0, step))
+        slogp_BN = jax.lax.dynamic_update_slice(slogp_BN, slogp_B[:, None], (0, step))
+        return step + 1, cache, h_BD, active_B, count_B, reason_B, tokens_BN, logp_BN, slogp_BN
+
+    _, cache, _, _, count_B, reason_B, tokens_BN, logp_BN, slogp_BN = jax.lax.while_loop(
+        cond, body, carry)
+    return cache, (tokens_BN, logp_BN, slogp_BN, count_B, reason_B)
