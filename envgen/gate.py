@@ -109,7 +109,7 @@ def _prepare_all(world: World, db: SandboxedDB) -> list[Failure]:
         if tool.impl.kind != "sql":
             continue
         for j, step in enumerate(tool.impl.steps):
-            names = _param_names(step.sql)
+            names = sqlcheck.parameter_names(step.sql)
             try:
                 with db.deadline_of():
                     db.conn.execute("EXPLAIN " + step.sql, {n: None for n in names}).fetchall()
@@ -118,15 +118,6 @@ def _prepare_all(world: World, db: SandboxedDB) -> list[Failure]:
             except (apsw.Error, KeyError) as e:
                 failures.append(Failure("sql", f"tool {tool.name} step {j}", f"SQLite cannot prepare it: {e}"))
     return failures
-
-
-def _param_names(sql: str) -> set[str]:
-    from sqlglot import exp, parse_one
-
-    try:
-        return {p.name for p in parse_one(sql, read="sqlite").find_all(exp.Placeholder) if p.name}
-    except Exception:  # noqa: BLE001 - the "sql" rule already reports statements that do not parse
-        return set()
 
 
 def check_tools(world: World, compiled: CompiledWorld, slot: Slot) -> list[Failure]:

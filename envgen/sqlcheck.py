@@ -7,6 +7,7 @@ world's own DDL. Results are problems as plain strings (empty list = clean).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import sqlglot
@@ -56,12 +57,32 @@ def parse_schema(ddl: list[str] | tuple[str, ...]) -> tuple[Schema, list[str]]:
     return Schema(tables), problems
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def parse_statements(sql: str) -> tuple[exp.Expression, ...] | str:
+    """The statements of `sql` parsed by sqlglot (SQLite dialect), or the parse error text.
+
+    Cached: procedural worlds repeat statements, and the gate reads each one twice.
+    Callers must not mutate the trees.
+    """
+    try:
+        return tuple(s for s in sqlglot.parse(sql, read="sqlite") if s is not None)
+    except sqlglot.errors.ParseError as e:
+        return _first_line(e)
+
+
+def parameter_names(sql: str) -> set[str]:
+    """Named parameters (:name) of a statement; empty if it does not parse."""
+    stmts = parse_statements(sql)
+    if isinstance(stmts, str):
+        return set()
+    return {p.name for s in stmts for p in s.find_all(exp.Placeholder) if p.name and p.name != "?" and not p.name.isdigit()}
+
+
 def check_statement(sql: str, schema: Schema, *, want: str, bindable: set[str]) -> tuple[list[str], set[str]]:
     """Check one statement of kind `want` ("query" or "write"); returns (problems, parameter names used)."""
-    try:
-        stmts = [s for s in sqlglot.parse(sql, read="sqlite") if s is not None]
-    except sqlglot.errors.ParseError as e:
-        return [f"does not parse: {_first_line(e)}"], set()
+    stmts = parse_statements(sql)
+    if isinstance(stmts, str):
+        return [f"does not parse: {stmts}"], set()
     if len(stmts) != 1:
         return [f"must be exactly one statement, found {len(stmts)}"], set()
     stmt = stmts[0]
