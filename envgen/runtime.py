@@ -117,15 +117,21 @@ class Episode:
             return error_result("invalid_arguments", f"{tool.name}: {err}")
         res = self.slot.sandbox().run_tool(tool.impl.source, tool.impl.entry, self.slot.db.image(), args)
         if res.outcome == "ok":
-            # apply the new image while keeping the change recorder meaningful: diff rows in place
-            self._apply_image(res.image)
+            problem = self._apply_image(res.image)
+            if problem:
+                return error_result("tool_error", f"{tool.name}: rejected by the database: {problem}")
             return ToolResult("ok", res.value)
         if res.outcome == "error":
             return error_result("tool_error", f"{tool.name}: {res.message}")
         return error_result("env_error", f"{tool.name}: {res.message}")
 
-    def _apply_image(self, image: bytes) -> None:
-        """Make the slot's rows equal those of `image` through ordinary row writes (so the session sees them)."""
+    def _apply_image(self, image: bytes) -> str | None:
+        """Make the slot's rows equal those of `image` by row-level writes, so the session records them.
+
+        Rows are matched by primary key: only deleted, inserted and changed rows are
+        written, inside one savepoint with deferred foreign keys. Returns an error
+        message (and changes nothing) if the result breaks a constraint.
+        """
         import apsw
 
         from envgen.db import quote_ident
@@ -134,17 +140,38 @@ class Episode:
         other.deserialize("main", image)
         db = self.slot.db
         with db.trusted():
-            db.conn.execute("PRAGMA defer_foreign_keys = ON", can_cache=False)
-            for table in sorted(db.tables):
-                cols = self.world.columns[table]
-                rows = other.execute(f"SELECT * FROM {quote_ident(table)}").fetchall()
-                current = db.conn.execute(f"SELECT * FROM {quote_ident(table)}", can_cache=False).fetchall()
-                if rows == current:
-                    continue
-                db.conn.execute(f"DELETE FROM {quote_ident(table)}", can_cache=False)
-                marks = ", ".join("?" * len(cols))
-                db.conn.executemany(f"INSERT INTO {quote_ident(table)} VALUES ({marks})", rows, can_cache=False)
-        other.close()
+            db.conn.execute("SAVEPOINT apply_image", can_cache=False)
+            try:
+                db.conn.execute("PRAGMA defer_foreign_keys = ON", can_cache=False)
+                for table in sorted(db.tables):
+                    self._sync_table(db, other, table, quote_ident)
+                db.conn.execute("RELEASE apply_image", can_cache=False)
+            except apsw.Error as e:
+                db.conn.execute("ROLLBACK TO apply_image", can_cache=False)
+                db.conn.execute("RELEASE apply_image", can_cache=False)
+                return str(e)
+            finally:
+                other.close()
+        return None
+
+    def _sync_table(self, db, other, table: str, q) -> None:
+        cols = self.world.columns[table]
+        pk = db.primary_key(table)
+        select = f"SELECT {', '.join(map(q, pk))}, * FROM {q(table)}"
+        new = {r[: len(pk)]: r[len(pk):] for r in other.execute(select)}
+        cur = {r[: len(pk)]: r[len(pk):] for r in db.conn.execute(select, can_cache=False)}
+        if new == cur:
+            return
+        where = " AND ".join(f"{q(c)} = ?" for c in pk)
+        for key in cur.keys() - new.keys():
+            db.conn.execute(f"DELETE FROM {q(table)} WHERE {where}", key, can_cache=False)
+        for key, row in new.items():
+            if key not in cur:
+                names = ", ".join(map(q, cols))
+                db.conn.execute(f"INSERT INTO {q(table)} ({names}) VALUES ({', '.join('?' * len(cols))})", row, can_cache=False)
+            elif cur[key] != row:
+                sets = ", ".join(f"{q(c)} = ?" for c in cols)
+                db.conn.execute(f"UPDATE {q(table)} SET {sets} WHERE {where}", row + key, can_cache=False)
 
     def changes(self) -> list[dict[str, Any]]:
         """Rows inserted, deleted and updated so far, with old and new values (JSON-ready)."""

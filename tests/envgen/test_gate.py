@@ -55,3 +55,62 @@ def test_tool_that_does_not_validate_arguments_is_rejected():
     failures = validate_world(W.from_dict(variant(mutate)))
     # no exception escaped, and the gate still judged the world
     assert all(f.rule in ("sql", "seed", "tools", "tasks") for f in failures)
+
+
+PY_TOOL = '''
+def restock(db, product_id, amount):
+    row = db.execute("SELECT stock FROM products WHERE id = ?", (product_id,)).fetchone()
+    if row is None:
+        raise ValueError(f"no product with id {product_id}")
+    db.execute("UPDATE products SET stock = stock + ? WHERE id = ?", (amount, product_id))
+    return {"product_id": product_id, "stock": row[0] + amount}
+'''
+
+PY_CHECK = '''
+def verify(initial_db, final_db, final_answer):
+    before = initial_db.execute("SELECT stock FROM products WHERE id = 3").fetchone()[0]
+    after = final_db.execute("SELECT stock FROM products WHERE id = 3").fetchone()[0]
+    if after == before + 4:
+        return {"result": "complete", "evidence": {"stock": after}}
+    return {"result": "partial" if after > before else "incomplete", "evidence": {"stock": after}}
+'''
+
+
+def _python_world(check_source=PY_CHECK):
+    def mutate(d):
+        d["tools"].append({
+            "name": "restock",
+            "description": "Add units to a product's stock.",
+            "parameters": {"type": "object", "properties": {"product_id": {"type": "integer", "minimum": 1}, "amount": {"type": "integer", "minimum": 1, "maximum": 100}}, "required": ["product_id", "amount"], "additionalProperties": False},
+            "impl": {"kind": "python", "source": PY_TOOL, "entry": "restock"},
+        })
+        d["tasks"].append({"id": "restock-chairs", "instruction": "Add 4 chairs to stock.", "check": {"kind": "python", "source": check_source},
+                           "gold": [{"tool": "restock", "arguments": {"product_id": 3, "amount": 4}}]})
+    return W.from_dict(variant(mutate))
+
+
+def test_world_with_python_tool_and_check_passes_through_the_sandbox():
+    assert validate_world(_python_world()) == []
+
+
+def test_python_check_that_passes_untouched_is_rejected():
+    lenient = PY_CHECK.replace("after == before + 4", "after >= before")
+    failures = validate_world(_python_world(lenient))
+    assert any(f.rule == "tasks" and "untouched seed" in f.message for f in failures), failures
+
+
+def test_python_tool_changes_are_recorded_in_the_changeset():
+    from envgen.runtime import Episode, Slot, compile_world
+
+    world = _python_world()
+    slot = Slot()
+    try:
+        ep = Episode(slot, compile_world(world), world.task("restock-chairs"))
+        assert ep.call("restock", {"product_id": 3, "amount": 2}).payload == {"product_id": 3, "stock": 2}
+        assert ep.verdict(None).result == "partial"
+        assert ep.call("restock", {"product_id": 3, "amount": 2}).ok
+        assert ep.changes() == [{"table": "products", "op": "update", "pk": {"id": 3}, "old": {"stock": 0}, "new": {"stock": 4}}]
+        assert ep.verdict(None).result == "complete"
+        assert ep.call("restock", {"product_id": 99, "amount": 1}).outcome == "tool_error"
+    finally:
+        slot.close()
