@@ -99,7 +99,7 @@ def update_price(ctx: Ctx) -> Draft | None:
     new = float(max(1, round(row["money"] * ctx.rng.choice((0.8, 0.9, 1.1, 1.25)))))
     if new == row["money"]:
         return None
-    text = ctx.say(("Set the {m} of {n} to {v}.", "{n} should now cost {v}.", "Change {n}'s {m} to {v}, please."),
+    text = ctx.say(("Set the {m} of {n} to {v}.", "{n} should now cost {v}.", "Change {n}'s {m} to {v}."),
                    m=words(res.c["money"]), n=row["name"], v=fmt_num(new))
     asserts = [_a(f"SELECT {res.c['money']} FROM {res.name} WHERE {res.c['pk']} = {row['pk']}", new, "price changed")]
     gold = [ctx.call("res.search", query=row["name"]), ctx.call("res.update", id=row["pk"], money=new)]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from envgen.procgen import words as wd
 from envgen.procgen.naming import plural, words
 from envgen.procgen.tasks import Ctx, Draft
-from envgen.procgen.tasks_write import _a, _bookable, _create, _mine_once, _verb
+from envgen.procgen.tasks_write import _a, _bookable, _create, _mine_once, _verb, create_phrase, size_phrase
 from envgen.procgen.tools import stockish
 from envgen.procgen.words import fmt_num
 
@@ -21,9 +21,9 @@ def create_with_note(ctx: Ctx) -> Draft | None:
     rec, notes = ctx.t("record"), ctx.t("notes")
     call, asserts, rules, qty, date, new_id = _create(ctx, row)
     body = ctx.rng.choice(wd.NOTE_TEXTS)
-    size = f" ({qty} {rec.c['qty'].replace('_', ' ')})" if qty else ""
-    text = ctx.say(("{V} {n}{size} for {d} and add a {nx} to it: \"{b}\"", "I'd like a new {x} for {n}{size} on {d}. Attach the {nx} \"{b}\".",
-                    "New {x}: {n}{size}, {d}; {nx}: \"{b}\""), V=_verb(ctx, "create").capitalize(), n=row["name"], size=size, d=date,
+    size, phrase = size_phrase(ctx, qty), create_phrase(ctx, row["name"], qty)
+    text = ctx.say(("{P} for {d} and add a {nx} to it: \"{b}\"", "I'd like a new {x} for {n}{size} on {d}. Attach the {nx} \"{b}\"",
+                    "New {x}: {n}{size}, {d}; {nx}: \"{b}\""), P=phrase[0].upper() + phrase[1:], n=row["name"], size=size, d=date,
                    nx=words(notes.noun), b=body, x=words(rec.noun))
     asserts.append(_a(f"SELECT COUNT(*) FROM {notes.name} WHERE {notes.c['record']} = {new_id} AND {notes.c['body']} = '{body.replace(chr(39), chr(39) * 2)}'",
                       1, "the note is on the new record"))
@@ -41,11 +41,11 @@ def cheapest_create(ctx: Ctx) -> Draft | None:
         return None
     row = items[0]
     call, asserts, rules, qty, date, _ = _create(ctx, row)
-    size = f" for {qty}" if qty else ""
-    text = ctx.say(("{V} the cheapest {r} in {g}{size} on {d}.", "Find the lowest-{m} {r} in the {g} {lk} and {v} it{size} for {d}.",
-                    "I want whatever {r} in {g} costs least - {v} it{size}, date {d}."),
-                   V=_verb(ctx, "create").capitalize(), v=_verb(ctx, "create"), r=words(res.noun), g=group["name"], size=size, d=date,
-                   m=words(res.c["money"]), lk=words(lk.noun))
+    size = size_phrase(ctx, qty)
+    text = ctx.say(("Find the cheapest {r} in {g} and set up a {x} for it{size} on {d}.",
+                    "Look up the lowest-{m} {r} in the {g} {lk}, then make a {x} for it{size} for {d}.",
+                    "I want a {x}{size} on {d} for whichever {r} in {g} costs least."),
+                   r=words(res.noun), g=group["name"], size=size, d=date, m=words(res.c["money"]), lk=words(lk.noun), x=words(rec.noun))
     gold = [ctx.call("lookup0.list"), ctx.call("res.search", lookup0=group["pk"]), call]
     return Draft(text, gold, asserts, ctx.changes(*rules), tags=["write", "lookup", "multi-step"])
 
@@ -61,10 +61,10 @@ def cancel_and_replace(ctx: Ctx) -> Draft | None:
         return None
     call, asserts, rules, qty, date, new_id = _create(ctx, new)
     a, b = res.rows[old["resource"] - 1]["name"], new["name"]
-    size = f" ({qty})" if qty else ""
-    text = ctx.say(("{C} my {x} for {a} and {v} {b}{size} for {d} instead.", "Swap my {a} {x} for {b}{size} on {d}: {c} the old one first.",
-                    "I changed my mind about {a}. {C} that {x} and {v} {b}{size}, date {d}."),
-                   C=_verb(ctx, "cancel").capitalize(), c=_verb(ctx, "cancel"), v=_verb(ctx, "create"), x=words(rec.noun), a=a, b=b, size=size, d=date)
+    size, phrase = size_phrase(ctx, qty), create_phrase(ctx, b, qty)
+    text = ctx.say(("{C} my {x} for {a} and {p} for {d} instead.", "Swap my {a} {x} for {b}{size} on {d}: {c} the old one first.",
+                    "I changed my mind about {a}. {C} that {x} and {p}, date {d}."),
+                   C=_verb(ctx, "cancel").capitalize(), c=_verb(ctx, "cancel"), p=phrase, x=words(rec.noun), a=a, b=b, size=size, d=date)
     asserts.append(_a(f"SELECT {rec.c['status']} FROM {rec.name} WHERE {rec.c['pk']} = {old['pk']}", ctx.m.statuses[3], "old one cancelled"))
     rules = [("record", ["insert", "update"], [old["pk"], new_id], ["status"])]
     if stockish(res):

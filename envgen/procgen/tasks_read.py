@@ -39,7 +39,8 @@ def count_in_lookup(ctx: Ctx) -> Draft | None:
 def total_spent(ctx: Ctx) -> Draft | None:
     """Total amount over my records with a status."""
     rec = ctx.t("record")
-    status = ctx.rng.choice(ctx.m.statuses)
+    used = sorted({r["status"] for r in rec.rows if r["user"] == 1})
+    status = ctx.rng.choice(used) if used else ctx.m.statuses[0]
     cents = sum(round(r["amount"] * 100) for r in rec.rows if r["user"] == 1 and r["status"] == status)
     v = fmt_num(cents / 100)
     text = ctx.say(("What is the total {a} of my {s} {xs}?", "Add up the {a} across all my {xs} that are {s}.",
@@ -52,7 +53,7 @@ def my_status(ctx: Ctx) -> Draft | None:
     """What's the status of my record for <resource>?"""
     rec, res = ctx.t("record"), ctx.t("resource")
     mine = [r for r in rec.rows if r["user"] == 1]
-    once = [r for r in mine if sum(1 for o in mine if o["resource"] == r["resource"]) == 1]
+    once = [r for r in mine if "_" not in r["status"] and sum(1 for o in mine if o["resource"] == r["resource"]) == 1]
     if not once:
         return None
     row = ctx.rng.choice(once)

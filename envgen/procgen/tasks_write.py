@@ -60,6 +60,23 @@ def _bookable(ctx: Ctx, rows=None) -> dict | None:
     return ctx.rng.choice(ok) if ok else None
 
 
+DIRECT = ("book", "reserve", "rent", "borrow", "buy", "purchase", "enroll_in", "register_for", "apply_to", "join", "enter", "check_out")
+
+
+def create_phrase(ctx: Ctx, name: str, qty=None) -> str:
+    """'book Red Transit (rental days: 3)' or 'create a new pick request for High-Temp Gasket (quantity: 2)'."""
+    rec = ctx.t("record")
+    verb = ctx.m.arch.records[0].create_verbs[0]
+    size = f" ({rec.c['qty'].replace('_', ' ')}: {qty})" if qty else ""
+    if verb in DIRECT:
+        return f"{verb.replace('_', ' ')} {name}{size}"
+    return f"{verb.replace('_', ' ')} a new {words(rec.noun)} for {name}{size}"
+
+
+def size_phrase(ctx: Ctx, qty) -> str:
+    return f" ({ctx.t('record').c['qty'].replace('_', ' ')}: {qty})" if qty else ""
+
+
 def _verb(ctx: Ctx, which: str) -> str:
     r = ctx.m.arch.records[0]
     return {"create": r.create_verbs, "cancel": r.cancel_verbs, "advance": r.advance_verbs}[which][0].replace("_", " ")
@@ -74,10 +91,9 @@ def create_by_name(ctx: Ctx) -> Draft | None:
         return None
     call, asserts, rules, qty, date, _ = _create(ctx, row)
     rec = ctx.t("record")
-    size = f" for {qty} ({rec.c['qty'].replace('_', ' ')})" if qty else ""
-    text = ctx.say(("{V} {n}{size} on {d}.", "I want to {v} {n}{size}, date {d}.", "Set up a new {x} for {n}{size} on {d}.",
-                    "New {x}: {n}{size}, {d}."), V=_verb(ctx, "create").capitalize(), v=_verb(ctx, "create"), n=row["name"], size=size, d=date,
-                   x=words(rec.noun))
+    phrase = create_phrase(ctx, row["name"], qty)
+    text = ctx.say(("{P} on {d}.", "I want to {p}, date {d}.", "Set up a new {x} for {n}{size} on {d}.", "New {x}: {n}{size}, {d}."),
+                   P=phrase[0].upper() + phrase[1:], p=phrase, n=row["name"], size=size_phrase(ctx, qty), d=date, x=words(rec.noun))
     return Draft(text, [ctx.call("res.search", query=row["name"]), call], asserts, ctx.changes(*rules), tags=["write", "lookup"])
 
 
