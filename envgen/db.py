@@ -89,6 +89,11 @@ class SandboxedDB:
         if op in _ROW_OPS:
             if p1 in self.tables and dbname in (None, "main"):
                 return apsw.SQLITE_OK
+            # A read with no database is a read of a common table expression or subquery
+            # (its rows come from statements already authorized); every real table, the
+            # schema tables included, is reported with its database name.
+            if op == apsw.SQLITE_READ and dbname is None and p1 not in self.tables:
+                return apsw.SQLITE_OK
         elif op == apsw.SQLITE_FUNCTION:
             if (p2 or "").lower() not in _DENIED_FUNCTIONS:
                 return apsw.SQLITE_OK
@@ -133,10 +138,19 @@ class SandboxedDB:
             for ddl in schema:
                 self.conn.execute(ddl, can_cache=False)
             self.refresh_tables()
-            for table, spec in seed.items():
-                cols = spec["columns"]
-                sql = f"INSERT INTO {quote_ident(table)} ({', '.join(map(quote_ident, cols))}) VALUES ({', '.join('?' * len(cols))})"
-                self.conn.executemany(sql, spec["rows"], can_cache=False)
+            # Foreign keys are checked at commit, so the seed's table order does not matter
+            # (canonical JSON sorts the tables by name).
+            self.conn.execute("BEGIN; PRAGMA defer_foreign_keys = ON", can_cache=False)
+            try:
+                for table, spec in seed.items():
+                    cols = spec["columns"]
+                    sql = f"INSERT INTO {quote_ident(table)} ({', '.join(map(quote_ident, cols))}) VALUES ({', '.join('?' * len(cols))})"
+                    self.conn.executemany(sql, spec["rows"], can_cache=False)
+                self.conn.execute("COMMIT", can_cache=False)
+            except BaseException:
+                if not self.conn.getautocommit():
+                    self.conn.execute("ROLLBACK", can_cache=False)
+                raise
 
     def refresh_tables(self) -> None:
         """Re-read which tables exist; tools may touch only these."""

@@ -57,6 +57,11 @@ class CompiledSqlTool:
     steps: tuple[SqlStep, ...]
     atomic: bool  # wrap the call in a savepoint (several writes, or a guard after a write)
 
+    @property
+    def writes(self) -> bool:
+        """Whether any step writes rows."""
+        return any(s.op == "write" for s in self.steps)
+
     @classmethod
     def compile(cls, tool: Tool) -> "CompiledSqlTool":
         """Compile one tool (its kind must be "sql")."""
@@ -78,10 +83,13 @@ class CompiledSqlTool:
         with db.trusted():
             db.conn.execute("SAVEPOINT tool_call", can_cache=False)
         result = self._run(db, bind)
-        with db.trusted():
-            if not result.ok:
-                db.conn.execute("ROLLBACK TO tool_call", can_cache=False)
-            db.conn.execute("RELEASE tool_call", can_cache=False)
+        # A write interrupted by the deadline makes SQLite roll back the whole transaction,
+        # savepoint included; then there is nothing left to undo or release.
+        if not db.conn.getautocommit():
+            with db.trusted():
+                if not result.ok:
+                    db.conn.execute("ROLLBACK TO tool_call", can_cache=False)
+                db.conn.execute("RELEASE tool_call", can_cache=False)
         return result
 
     def _run(self, db: SandboxedDB, bind: dict[str, Any]) -> ToolResult:
