@@ -1,0 +1,171 @@
+"""One worker process of a state pool: its shard of slots, compiled worlds and live episodes.
+
+The parent (`envgen.pool.Pool`) sends one message per batch, `(op, items, worlds)`, and
+gets one reply: a list with one result per item, in order. Nothing an item does may
+kill the worker: every item's failure becomes that item's "env_error" result.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from envgen import toolcalls
+from envgen.db import Limits
+from envgen.runtime import CompiledWorld, Episode, Slot, compile_world
+from envgen.sandbox import PythonSandbox, SandboxLimits
+from envgen.world import loads
+
+
+@dataclass(frozen=True)
+class ResetResult:
+    """A slot's reset: "ok" or "env_error", the method used ("rollback"/"deserialize"), its time."""
+
+    slot: int
+    outcome: str
+    method: str = ""
+    micros: float = 0.0
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class Finished:
+    """An ended episode: its changeset (decoded rows), code verdict, and counters."""
+
+    slot: int
+    outcome: str  # "ok", or "env_error" when the episode could not be judged (its worker died, ...)
+    changes: list[dict[str, Any]] = field(default_factory=list)
+    verdict: dict[str, Any] | None = None
+    calls: int = 0
+    error: str = ""
+
+
+@dataclass
+class _Live:
+    episode: Episode
+    protocol: toolcalls.Protocol
+
+
+class Worker:
+    """The state of one worker process; also usable in-process (tests, the CLI)."""
+
+    def __init__(self, limits: Limits = Limits(), reset_method: str = "auto", observation_chars: int = toolcalls.MAX_OBSERVATION_CHARS, sandbox_limits: SandboxLimits = SandboxLimits()):
+        self.limits, self.reset_method, self.observation_chars = limits, reset_method, observation_chars
+        self.python = PythonSandbox(sandbox_limits)  # shared by this worker's slots; started on first use
+        self.slots: dict[int, Slot] = {}
+        self.live: dict[int, _Live] = {}
+        self.worlds: dict[str, CompiledWorld] = {}
+        self.texts: dict[str, str] = {}  # world id -> JSON text, as sent by the parent
+
+    def world(self, wid: str) -> CompiledWorld:
+        """The compiled world `wid` (compiled on first use from the JSON text sent once)."""
+        cw = self.worlds.get(wid)
+        if cw is None:
+            cw = self.worlds[wid] = compile_world(loads(self.texts[wid], source=f"world {wid}"))
+        return cw
+
+    def _slot(self, s: int) -> Slot:
+        slot = self.slots.get(s)
+        if slot is None:
+            slot = self.slots[s] = Slot(self.limits, python=self.python, reset_method=self.reset_method)
+        return slot
+
+    def _end(self, s: int) -> None:
+        live = self.live.pop(s, None)
+        if live is not None:
+            live.episode.close()
+
+    def reset(self, items: list[tuple], worlds: dict[str, str]) -> list[ResetResult]:
+        """Start an episode per (slot, world_id, task_id, surface)."""
+        self.texts.update(worlds or {})
+        out = []
+        for s, wid, task_id, surface in items:
+            try:
+                self._end(s)
+                cw = self.world(wid)
+                task = cw.world.task(task_id) if task_id is not None else None
+                t0 = time.perf_counter_ns()
+                ep = Episode(self._slot(s), cw, task)
+                micros = (time.perf_counter_ns() - t0) / 1000
+                self.live[s] = _Live(ep, toolcalls.Protocol(surface))
+                out.append(ResetResult(s, "ok", ep.reset_method, micros))
+            except Exception as e:  # noqa: BLE001 - one bad item must not end the batch
+                out.append(ResetResult(s, "env_error", error=f"reset failed: {type(e).__name__}: {e}"))
+        return out
+
+    def step(self, items: list[tuple], worlds=None) -> list[toolcalls.Observation]:
+        """Run one turn per (slot, model text or Call)."""
+        out = []
+        for s, turn in items:
+            live = self.live.get(s)
+            if live is None:
+                out.append(toolcalls._fail("env_error", f"slot {s} has no live episode; reset it first"))
+                continue
+            out.append(toolcalls.step(live.episode, live.protocol, turn, limit=self.observation_chars))
+        return out
+
+    def finish(self, items: list[tuple], worlds=None) -> list[Finished]:
+        """End the episode of each (slot, final answer): its changes and code verdict."""
+        out = []
+        for s, answer in items:
+            live = self.live.get(s)
+            if live is None:
+                out.append(Finished(s, "env_error", error=f"slot {s} has no live episode"))
+                continue
+            ep = live.episode
+            try:
+                changes = ep.changes()
+                verdict = ep.verdict(answer).to_dict() if ep.task is not None else None
+                out.append(Finished(s, "ok", changes, verdict, ep.calls))
+            except Exception as e:  # noqa: BLE001
+                out.append(Finished(s, "env_error", calls=ep.calls, error=f"finish failed: {type(e).__name__}: {e}"))
+            finally:
+                self._end(s)
+        return out
+
+    def inspect(self, items: list[tuple], worlds=None) -> list[Any]:
+        """Per (slot, what): "dump" (rows by primary key), "integrity" (problems), "pid"."""
+        out = []
+        for s, what in items:
+            if what == "pid":
+                out.append(os.getpid())
+            elif what == "stats":
+                out.append(self.stats())
+            else:
+                db = self._slot(s).db
+                out.append(db.dump() if what == "dump" else db.integrity_problems())
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        """Process memory (RSS), SQLite's memory in use, and counts."""
+        import apsw
+
+        with open("/proc/self/statm") as f:
+            rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        return {"pid": os.getpid(), "rss": rss, "sqlite_memory": apsw.memory_used(), "slots": len(self.slots), "live": len(self.live), "worlds": len(self.worlds)}
+
+    def close(self) -> None:
+        """Close every slot and the sandbox process."""
+        for s in list(self.live):
+            self._end(s)
+        for slot in self.slots.values():
+            slot.close(close_sandbox=False)
+        self.python.close()
+
+
+def serve(conn, options: dict[str, Any]) -> None:
+    """The worker process's loop: one message in, one reply out, until the pipe closes."""
+    worker = Worker(**options)
+    try:
+        while True:
+            try:
+                op, items, worlds = conn.recv()
+            except (EOFError, OSError):
+                break
+            if op == "close":
+                break
+            conn.send(getattr(worker, op)(items, worlds))
+    finally:
+        worker.close()

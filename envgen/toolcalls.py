@@ -1,0 +1,178 @@
+"""From model text to tool call to observation: the agent's side of an episode.
+
+A turn holds Qwen3 / Hermes blocks `<tool_call>{"name": ..., "arguments": {...}}</tool_call>`.
+Two tool surfaces: "direct" (every world tool by name) and "mcp" (AWM's meta-tools
+`list_tools` and `call_tool(tool_name, arguments)`, the inner arguments an object or a
+JSON string holding one; `list_tools` exactly once, and first).
+
+Outcome of a turn, the names used everywhere in the pool:
+- "answer": no tool call; the text is the agent's final answer (the episode ends);
+- "ok" / "tool_error": the tool ran, or the world refused the request clearly;
+- "format_error": the agent's fault: invalid JSON, unknown tool, arguments that do
+  not match the schema, several calls where one is allowed, `list_tools` misuse;
+- "env_error": the environment's fault: deadline, SQLite failure, sandbox refusal,
+  a dead worker. Task failure is neither; the verdict judges it.
+
+The standard library only: envgen does not import awmjax (which has its own parser).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+OUTCOMES = ("answer", "ok", "tool_error", "format_error", "env_error")
+SURFACES = ("direct", "mcp")
+MAX_OBSERVATION_CHARS = 16_000
+_BLOCK_RE = re.compile(r"<tool_call>(.*?)</tool_call>", re.S)
+_FENCE_RE = re.compile(r"\A```[A-Za-z]*\s*|\s*```\Z")
+
+
+@dataclass(frozen=True)
+class Call:
+    """One parsed call: a tool name and its arguments (not yet validated)."""
+
+    name: str
+    arguments: Any
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """A turn read: a call, or a format error, or neither (a final answer in `text`)."""
+
+    call: Call | None
+    error: str | None
+    text: str
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What one turn produced: an outcome name, the text the model sees, the tool called."""
+
+    outcome: str
+    text: str
+    tool: str | None = None
+
+
+@dataclass
+class Protocol:
+    """Per-episode state of the tool surface (mcp: has `list_tools` been called?)."""
+
+    surface: str = "direct"
+    max_calls: int = 1
+    listed: bool = False
+    turns: int = 0
+
+    def __post_init__(self):
+        if self.surface not in SURFACES:
+            raise ValueError(f"Protocol.surface={self.surface!r}; allowed: {', '.join(SURFACES)}")
+
+
+def parse(text: str, *, max_calls: int = 1) -> Parsed:
+    """Read one turn's text; never raises."""
+    if not isinstance(text, str):
+        return Parsed(None, f"a turn must be text, got {type(text).__name__}", "")
+    blocks = _BLOCK_RE.findall(text)
+    outside = _BLOCK_RE.sub("", text)
+    if "<tool_call>" in outside or "</tool_call>" in outside:
+        return Parsed(None, "unbalanced <tool_call> tags (a call must be closed by </tool_call>)", outside.strip())
+    if not blocks:
+        return Parsed(None, None, text.strip())
+    if len(blocks) > max_calls:
+        return Parsed(None, f"{len(blocks)} tool calls in one turn; at most {max_calls} allowed", outside.strip())
+    body = _FENCE_RE.sub("", blocks[0].strip())
+    try:
+        doc = json.loads(body)
+    except (json.JSONDecodeError, RecursionError) as e:
+        return Parsed(None, f"the tool call is not valid JSON ({getattr(e, 'msg', e)})", outside.strip())
+    call, err = call_from_json(doc)
+    return Parsed(call, err, outside.strip())
+
+
+def call_from_json(doc: Any) -> tuple[Call | None, str | None]:
+    """A Call from a decoded `{"name", "arguments"}` object, or a format error message."""
+    if not isinstance(doc, dict):
+        return None, f"a tool call must be a JSON object, got {type(doc).__name__}"
+    name = doc.get("name")
+    if not isinstance(name, str) or not name:
+        return None, 'a tool call needs a non-empty string "name"'
+    extra = set(doc) - {"name", "arguments"}
+    if extra:
+        return None, f"unexpected keys in the tool call: {', '.join(sorted(extra))}"
+    args = doc.get("arguments", {})
+    return Call(name, {} if args is None else args), None
+
+
+def as_call(x: Any) -> Call | str:
+    """Normalize a step input: model text stays text; dicts and objects with name/arguments become a Call."""
+    if isinstance(x, (str, Call)):
+        return x
+    if isinstance(x, dict):
+        return Call(x.get("name", ""), x.get("arguments", {}))
+    if isinstance(x, (tuple, list)) and len(x) == 2:
+        return Call(str(x[0]), x[1])
+    return Call(getattr(x, "name", ""), getattr(x, "arguments", {}))
+
+
+def tool_listing(world) -> list[dict[str, Any]]:
+    """The world's tools as MCP's list_tools shows them."""
+    return [{"name": t.name, "description": t.description, "input_schema": t.parameters} for t in world.tools]
+
+
+def observe(payload: Any, *, limit: int = MAX_OBSERVATION_CHARS) -> str:
+    """JSON text of a result, cut at `limit` characters with a marker saying so."""
+    text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), default=str)
+    if len(text) <= limit:
+        return text
+    return text[:limit] + f" ...[truncated: the result has {len(text)} characters; the first {limit} are shown]"
+
+
+def _fail(outcome: str, message: str, tool: str | None = None) -> Observation:
+    return Observation(outcome, observe({"error": message}), tool)
+
+
+def step(episode, protocol: Protocol, turn: Any, *, limit: int = MAX_OBSERVATION_CHARS) -> Observation:
+    """Run one turn (model text or a call) in `episode` and return what the model sees; never raises."""
+    protocol.turns += 1
+    turn = as_call(turn)
+    if isinstance(turn, str):
+        parsed = parse(turn, max_calls=protocol.max_calls)
+        if parsed.error:
+            return _fail("format_error", parsed.error)
+        if parsed.call is None:
+            return Observation("answer", parsed.text)
+        turn = parsed.call
+    name, args = turn.name, turn.arguments
+    if protocol.surface == "mcp":
+        if name == "list_tools":
+            if protocol.listed or episode.calls:
+                return _fail("format_error", "list_tools may be called once, as the first call", name)
+            if args not in ({}, None):
+                return _fail("format_error", "list_tools takes no arguments", name)
+            protocol.listed = True
+            return Observation("ok", observe({"tools": tool_listing(episode.world.world)}, limit=max(limit, 1 << 20)), name)
+        if name != "call_tool":
+            return _fail("format_error", f"unknown tool {name!r}; the tools are list_tools and call_tool", name)
+        if not protocol.listed:
+            return _fail("format_error", "call list_tools first", name)
+        if not isinstance(args, dict) or not isinstance(args.get("tool_name"), str) or set(args) - {"tool_name", "arguments"}:
+            return _fail("format_error", 'call_tool takes {"tool_name": <string>, "arguments": <object or JSON string>}', name)
+        name, args = args["tool_name"], args.get("arguments", {})
+        if name.startswith("mcp_tool_") and episode.world.world.tool(name) is None:
+            name = name[len("mcp_tool_"):]
+        if isinstance(args, str):
+            try:
+                args = json.loads(args) if args.strip() else {}
+            except (json.JSONDecodeError, RecursionError) as e:
+                return _fail("format_error", f"call_tool arguments are not valid JSON ({getattr(e, 'msg', e)})", name)
+    if episode.world.world.tool(name) is None:
+        known = ", ".join(t.name for t in episode.world.world.tools)
+        return _fail("format_error", f"unknown tool {name!r}; the tools are: {known}", name)
+    try:
+        result = episode.call(name, {} if args is None else args)
+    except Exception as e:  # noqa: BLE001 - the environment must never kill a rollout
+        return _fail("env_error", f"{name}: internal error: {type(e).__name__}: {e}", name)
+    outcome = "format_error" if result.outcome == "invalid_arguments" else result.outcome
+    return Observation(outcome, observe(result.payload, limit=limit), name)
