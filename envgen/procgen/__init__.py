@@ -55,7 +55,7 @@ def generate_worlds(n: int, seed: int = 0) -> Iterator[World]:
 
 def _build(rng: random.Random, arch) -> World:
     naming = Naming(rng)
-    n_tables = rng.choice((6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 14, 16, 18))
+    n_tables = rng.choice((6, 8, 10, 12, 13, 14, 15, 16, 16, 17, 18, 18, 19, 20, 20, 21, 22, 22, 23, 24))
     m = build_model(rng, arch, naming, n_tables)
     kit = build_tools(m)
     tasks = build_tasks(m, kit, rng)

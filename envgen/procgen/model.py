@@ -17,7 +17,7 @@ from envgen.procgen.archetypes import Archetype
 from envgen.procgen.naming import Naming
 
 OPTIONAL = ("staff", "lookup1", "notes", "reviews", "favorites", "tags", "audit", "notifications", "addresses",
-            "payments", "messages", "history", "preferences", "promotions")
+            "payments", "messages", "history", "preferences", "promotions", "waitlist", "points", "hours")
 
 
 @dataclass
@@ -63,6 +63,7 @@ class Model:
     tables: dict[str, Table] = field(default_factory=dict)
     statuses: tuple[str, str, str, str] = ("pending", "confirmed", "completed", "cancelled")
     cancellable: tuple[str, ...] = ()  # statuses from which a record may be cancelled (set by the tools)
+    small: bool = False  # few tables: give the core tables more rows so the seed stays at 50 rows or more
 
     def t(self, role: str) -> Table | None:
         return self.tables.get(role)
@@ -85,7 +86,9 @@ def build_model(rng: random.Random, arch: Archetype, naming: Naming, n_tables: i
                "audit": ("audit_log", "activity_log", "event_log", "activity"), "notifications": ("notification", "alert", "inbox_message"),
                "addresses": ("address", "saved_address", "contact_address"), "payments": ("payment_method", "card", "wallet_card"),
                "messages": ("message", "support_message", "inquiry"), "history": ("status_change", "status_history", "transition"),
-               "preferences": ("preference", "setting", "user_setting"), "promotions": ("promotion", "promo_code", "coupon")}
+               "preferences": ("preference", "setting", "user_setting"), "promotions": ("promotion", "promo_code", "coupon"),
+               "waitlist": ("waitlist_entry", "waitlist_spot", "queue_entry"), "points": ("points_entry", "reward_point", "loyalty_entry"),
+               "hours": ("opening_hour", "business_hour", "service_hour")}
     for role, opts in generic.items():
         nouns[role] = rng.choice(opts)
     if len(set(nouns.values())) != len(nouns):  # synonyms collided (e.g. two "rating"s): keep roles apart
@@ -96,7 +99,7 @@ def build_model(rng: random.Random, arch: Archetype, naming: Naming, n_tables: i
             seen.add(nouns[role])
     nouns["restags"] = f"{nouns['resource']}_{nouns['tags']}"
     today = dt.date(2024, 1, 1) + dt.timedelta(days=rng.randrange(0, 700))
-    m = Model(arch, naming, today, nouns, statuses=rec.statuses)
+    m = Model(arch, naming, today, nouns, statuses=rec.statuses, small=n_tables <= 9)
     pool = [r for r in OPTIONAL if r != "lookup1" or len(arch.lookups) > 1]
     rng.shuffle(pool)
     chosen: set[str] = set()
@@ -107,7 +110,8 @@ def build_model(rng: random.Random, arch: Archetype, naming: Naming, n_tables: i
             chosen.add(role)
             room -= size
     for role in ["lookup0", "lookup1", "user", "staff", "resource", "tags", "restags", "promotions", "payments", "record",
-                 "notes", "reviews", "favorites", "audit", "notifications", "addresses", "messages", "history", "preferences"]:
+                 "notes", "reviews", "favorites", "audit", "notifications", "addresses", "messages", "history", "preferences",
+                 "waitlist", "points", "hours"]:
         if role in ("lookup0", "user", "resource", "record") or role in chosen or (role == "restags" and "tags" in chosen):
             _BUILDERS[role](m, rng, role)
     return m
@@ -150,7 +154,7 @@ def _people(m: Model, rng: random.Random, role: str) -> None:
         t.add("role", rng.choice(("role", "job_title", "position")), "TEXT NOT NULL")
     t.add("created", n.ts, "TEXT NOT NULL")
     taken: set[str] = set()
-    for _ in range(rng.randrange(8, 21) if role == "user" else rng.randrange(3, 9)):
+    for _ in range(rng.randrange(14 if m.small else 8, 21) if role == "user" else rng.randrange(3, 9)):
         name = wd.person(rng, taken)
         extra = {"phone": wd.phone(rng), "city": rng.choice(wd.CITIES)} if role == "user" else {"role": rng.choice(wd.ROLES)}
         t.insert(name=name, email=wd.email(name, rng), created=wd.stamp(m.today, rng, -900, -30), **extra)
@@ -171,7 +175,7 @@ def _resource(m: Model, rng: random.Random, role: str) -> None:
         t.add("enum", n.col(res.enum[0]), "TEXT")
     t.add("active", rng.choice(("is_active", "active", "available")), "INTEGER NOT NULL DEFAULT 1")
     names: set[str] = set()
-    target = rng.randrange(8, 26)
+    target = rng.randrange(12 if m.small else 8, 26)
     for _ in range(target * 4):
         if len(names) >= target:
             break
@@ -206,7 +210,7 @@ def _record(m: Model, rng: random.Random, role: str) -> None:
     t.add("amount", rng.choice(("total", "amount", "total_cost", "charge")), "REAL NOT NULL DEFAULT 0")
     t.add("created", n.ts, "TEXT NOT NULL")
     resources, users = m.tables["resource"], m.tables["user"]
-    for i in range(rng.randrange(10, 36)):
+    for i in range(rng.randrange(20 if m.small else 10, 36)):
         uid = 1 if i < 6 or rng.random() < 0.3 else _pick(rng, users)
         rid = _pick(rng, resources)
         qty = rng.randrange(1, min(rec.qty_max, 4) + 1) if rec.qty else 1
@@ -325,7 +329,32 @@ def _misc(m: Model, rng: random.Random, role: str) -> None:
         for code in rng.sample(PROMO_CODES, rng.randrange(3, 7)):
             t.insert(code=code, percent=rng.choice((5, 10, 15, 20, 25)), active=rng.randrange(2))
 
+    elif role == "waitlist":
+        _ref(m, t, "resource", "resource")
+        _ref(m, t, "user", "user")
+        t.add("created", n.ts, "TEXT NOT NULL")
+        t.extra.append(f"UNIQUE ({t.c['resource']}, {t.c['user']})")
+        pairs = {(_pick(rng, m.tables["resource"]), _pick(rng, users)) for _ in range(rng.randrange(2, 9))}
+        for rid, uid in sorted(pairs):
+            t.insert(resource=rid, user=uid, created=wd.stamp(today, rng, -30, -1))
+    elif role == "points":
+        _ref(m, t, "user", "user")
+        t.add("points", rng.choice(("points", "point_delta", "amount_points")), "INTEGER NOT NULL")
+        t.add("reason", rng.choice(("reason", "memo", "source")), "TEXT NOT NULL")
+        t.add("created", n.ts, "TEXT NOT NULL")
+        for i in range(rng.randrange(4, 12)):
+            t.insert(user=1 if i < 4 else _pick(rng, users), points=rng.choice((50, 100, 150, 200, 250, 25)),
+                     reason=rng.choice(("signup bonus", "purchase", "referral", "birthday", "review bonus")), created=wd.stamp(today, rng, -200, -1))
+    elif role == "hours":
+        t.add("day", rng.choice(("weekday", "day_of_week", "day_name")), "TEXT NOT NULL UNIQUE")
+        t.add("opens", rng.choice(("opens_at", "open_time", "opening")), "TEXT NOT NULL")
+        t.add("closes", rng.choice(("closes_at", "close_time", "closing")), "TEXT NOT NULL")
+        for d in WEEKDAYS:
+            late = d in ("Saturday", "Sunday")
+            t.insert(day=d, opens=f"{rng.choice((7, 8, 9)) + (2 if late else 0):02d}:00", closes=f"{rng.choice((17, 18, 19, 20, 21)) - (2 if late else 0)}:{rng.choice(('00', '30'))}")
 
+
+WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 PREFS = (("language", ("en", "fr", "es", "de")), ("newsletter", ("yes", "no")), ("theme", ("light", "dark")),
          ("contact_method", ("email", "sms", "phone")), ("timezone", ("UTC", "CET", "PST", "JST")))
 PROMO_CODES = ("WELCOME10", "SPRING15", "LOYAL20", "FLASH5", "VIP25", "SUMMER10", "FALL15", "BUNDLE20")
@@ -333,4 +362,4 @@ PROMO_CODES = ("WELCOME10", "SPRING15", "LOYAL20", "FLASH5", "VIP25", "SUMMER10"
 _BUILDERS = {"lookup0": _lookup, "lookup1": _lookup, "user": _people, "staff": _people, "resource": _resource,
              "record": _record, "notes": _child, "reviews": _child, "favorites": _child, "tags": _child, "restags": _child}
 _BUILDERS.update({r: _misc for r in ("audit", "notifications", "addresses", "payments", "messages", "history",
-                                      "preferences", "promotions")})
+                                      "preferences", "promotions", "waitlist", "points", "hours")})

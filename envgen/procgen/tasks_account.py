@@ -152,5 +152,37 @@ def set_preference(ctx: Ctx) -> Draft | None:
     return Draft(text, gold, asserts, ctx.changes(("preferences", ["update"], [row["pk"]], ["value"]), log=False), tags=["write"])
 
 
-BUILDERS = (update_email, mark_notification, delete_address, add_address, default_payment, update_price, note_on_record, send_message,
+def join_waitlist(ctx: Ctx) -> Draft | None:
+    if not ctx.has("wait.join"):
+        return None
+    res, t = ctx.t("resource"), ctx.t("waitlist")
+    done = {r["resource"] for r in t.rows if r["user"] == 1}
+    cand = [r for r in res.rows if r["pk"] not in done]
+    if not cand:
+        return None
+    row = ctx.rng.choice(cand)
+    text = ctx.say(("Put me on the waitlist for {n}.", "Add me to the waiting list of {n}.", "I want to wait for {n} - sign me up for its waitlist."),
+                   n=row["name"])
+    c = t.c
+    asserts = [_a(f"SELECT COUNT(*) FROM {t.name} WHERE {c['resource']} = {row['pk']} AND {c['user']} = 1", 1, "on the waitlist")]
+    gold = [ctx.call("res.search", query=row["name"]), ctx.call("wait.join", resource=row["pk"])]
+    return Draft(text, gold, asserts, ctx.changes(("waitlist", ["insert"], None, None), log=False), tags=["write", "lookup"])
+
+
+def redeem_points(ctx: Ctx) -> Draft | None:
+    if not ctx.has("points.redeem"):
+        return None
+    t = ctx.t("points")
+    bal = sum(r["points"] for r in t.rows if r["user"] == 1)
+    if bal < 50:
+        return None
+    amount = ctx.rng.choice([v for v in (25, 50, 100, 150, 200) if v <= bal])
+    text = ctx.say(("Redeem {a} of my points.", "Use {a} points from my balance.", "I'd like to spend {a} points."), a=amount)
+    c = t.c
+    asserts = [_a(f"SELECT SUM({c['points']}) FROM {t.name} WHERE {c['user']} = 1", bal - amount, "balance reduced")]
+    gold = [ctx.call("points.balance"), ctx.call("points.redeem", points=amount)]
+    return Draft(text, gold, asserts, ctx.changes(("points", ["insert"], None, None), log=False), tags=["write"])
+
+
+BUILDERS = (join_waitlist, redeem_points, update_email, mark_notification, delete_address, add_address, default_payment, update_price, note_on_record, send_message,
             set_preference)

@@ -147,4 +147,26 @@ def rating_of_cheapest(ctx: Ctx) -> Draft | None:
     return _ro(text, gold, f"The cheapest is {best['name']}; its average {rev.c['rating']} is {v}.", [v], "lookup", "aggregate")
 
 
-BUILDERS = (price_of, count_in_lookup, total_spent, my_status, cheapest_in, avg_rating, handler_of, promo_discount, rating_of_cheapest)
+def points_balance(ctx: Ctx) -> Draft | None:
+    """How many points do I have?"""
+    if not ctx.has("points.balance"):
+        return None
+    t = ctx.t("points")
+    bal = sum(r["points"] for r in t.rows if r["user"] == 1)
+    text = ctx.say(("How many points do I have?", "What's my current points balance?", "Tell me my loyalty points total."))
+    return _ro(text, [ctx.call("points.balance")], f"You have {bal} points.", [str(bal)], "aggregate")
+
+
+def closing_time(ctx: Ctx) -> Draft | None:
+    """When do you open/close on a weekday?"""
+    if not ctx.has("hours.get"):
+        return None
+    t = ctx.t("hours")
+    row = ctx.rng.choice(t.rows)
+    which = ctx.rng.choice(("opens", "closes"))
+    text = ctx.say(("What time do you {w} on {d}?", "When do you {w} on {d}s?", "I need the {w2} time for {d}."),
+                   w="open" if which == "opens" else "close", w2="opening" if which == "opens" else "closing", d=row["day"])
+    return _ro(text, [ctx.call("hours.get", day=row["day"])], f"On {row['day']} we {which[:-1]} at {row[which]}.", [row[which]], "lookup")
+
+
+BUILDERS = (points_balance, closing_time, price_of, count_in_lookup, total_spent, my_status, cheapest_in, avg_rating, handler_of, promo_discount, rating_of_cheapest)

@@ -18,6 +18,12 @@ STOCKISH = ("stock", "left", "available", "on_hand", "slot", "copies", "inventor
             "claims", "spots", "servings", "portions", "open_")
 
 
+MAX_TOOLS = 45
+# Tools no task builder calls, dropped (in this order) when a world has more than MAX_TOOLS.
+TRIMMABLE = ("promo.list", "msg.list", "audit.list", "tags.list", "pref.list", "hist.list", "notes.list", "points.history",
+             "wait.list", "rec.get", "res.get", "lookup1.list")
+
+
 @dataclass(frozen=True)
 class Ref:
     """A built tool as tasks see it: its name and its parameters keyed by meaning."""
@@ -55,6 +61,15 @@ class Toolkit:
         self.tools.append(Tool(name, desc, params, ToolImpl("sql", tuple(steps))))
         self.refs[key] = Ref(name, p or {})
 
+    def trim(self, limit: int) -> None:
+        """Drop tools that no task needs until at most `limit` remain."""
+        for key in TRIMMABLE:
+            if len(self.tools) <= limit:
+                return
+            ref = self.refs.pop(key, None)
+            if ref is not None:
+                self.tools = [t for t in self.tools if t.name != ref.name]
+
     def T(self, role: str) -> Table:
         return self.m.tables[role]
 
@@ -88,7 +103,7 @@ class Toolkit:
 
 def build_tools(m: Model) -> Toolkit:
     """All tools of a world, in a stable order."""
-    from envgen.procgen import tools_more
+    from envgen.procgen import tools_loyalty, tools_more
 
     k = Toolkit(m)
     _user_tools(k)
@@ -100,6 +115,8 @@ def build_tools(m: Model) -> Toolkit:
     _resource_tools(k)
     _record_tools(k)
     tools_more.build_extra(k)
+    tools_loyalty.loyalty_tools(k)
+    k.trim(MAX_TOOLS)
     return k
 
 
