@@ -181,7 +181,9 @@ def _resource(m: Model, rng: random.Random, role: str) -> None:
             break
         names.add(f"{rng.choice(res.mods)} {rng.choice(res.heads)}")
     lo, hi = res.count_range
-    for name in sorted(names, key=lambda s: rng.random()):
+    order = sorted(names)  # sets of str iterate in a per-process order: sort before shuffling
+    rng.shuffle(order)
+    for name in order:
         row = {"name": name, "money": wd.money(rng, *res.money_range), "active": 1 if rng.random() < 0.85 else 0}
         for r in lookups:
             row[r] = _pick(rng, m.tables[r])
@@ -248,7 +250,9 @@ def _child(m: Model, rng: random.Random, role: str) -> None:
         t.add("created", n.ts, "TEXT NOT NULL")
         t.extra.append(f"UNIQUE ({t.c['resource']}, {t.c['user']})")
         pairs = {(_pick(rng, m.tables["resource"]), _pick(rng, users)) for _ in range(rng.randrange(4, 16))}
-        for rid, uid in sorted(pairs, key=lambda p: rng.random()):
+        order = sorted(pairs)
+        rng.shuffle(order)
+        for rid, uid in order:
             extra = {"rating": rng.randrange(1, 6), "comment": rng.choice(wd.REVIEW_TEXTS)} if role == "reviews" else {}
             t.insert(resource=rid, user=uid, created=wd.stamp(today, rng, -300, -1), **extra)
     elif role == "tags":

@@ -98,7 +98,7 @@ def build_tasks(m: Model, k: Toolkit, rng: random.Random) -> tuple[Task, ...]:
     ctx = Ctx(m, k, rng)
     reads, writes_long = list(tasks_read.BUILDERS), list(tasks_long.BUILDERS)
     writes_short = list(tasks_write.SHORT + tasks_account.BUILDERS)
-    plan = [("r", rng.randrange(2, 4)), ("wl", rng.randrange(4, 6))]
+    plan = [("r", rng.randrange(2, 4)), ("wl", rng.randrange(4, 7))]
     plan.append(("ws", N_TASKS - plan[0][1] - plan[1][1]))
     drafts: list[Draft] = []
     seen: set[str] = set()

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import functools
+import os
 import pathlib
 import re
 import statistics
+import subprocess
+import sys
 
 import pytest
 import sqlglot
@@ -27,6 +30,15 @@ def test_same_seed_same_bytes_and_different_seeds_differ():
     assert a != dumps(generate_world(4, 5))
     assert a != dumps(generate_world(3, 6))
     assert dumps(loads(a)) == a  # a lossless round trip through the world format
+
+
+def test_bytes_do_not_depend_on_the_process_hash_seed():
+    code = "import hashlib; from envgen.procgen import generate_worlds; from envgen.world import dumps; " \
+           "print(hashlib.sha256(''.join(dumps(w) for w in generate_worlds(6, 2)).encode()).hexdigest())"
+    root = str(pathlib.Path(__file__).parents[2])
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root,
+                           env={**os.environ, "PYTHONHASHSEED": h}).stdout for h in ("1", "2")}
+    assert len(outs) == 1
 
 
 def test_ranges_over_fifty_worlds():
