@@ -45,7 +45,8 @@ def total_spent(ctx: Ctx) -> Draft | None:
     v = fmt_num(cents / 100)
     text = ctx.say(("What is the total {a} of my {s} {xs}?", "Add up the {a} across all my {xs} that are {s}.",
                     "How much do my {s} {xs} come to in total?", "Sum of {a} for my {s} {xs}?"),
-                   a=rec.c["amount"].replace("_", " "), s=status.replace("_", " "), xs=words(plural(rec.noun)))
+                   a=rec.c["amount"].replace("_", " ") if rec.c["amount"] != "total" else "amount", s=status.replace("_", " "),
+                   xs=words(plural(rec.noun)))
     return _ro(text, [ctx.call("rec.total", status=status)], f"The total is {v}.", [v], "aggregate")
 
 

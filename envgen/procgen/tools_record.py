@@ -123,12 +123,12 @@ def record_tools(k: Toolkit) -> None:
     if "staff" in rc:
         s = k.T("staff")
         sp = n.param(s.noun)
-        k.add("rec.assign", "assign", s.noun, ("Assign a {s} to one of your {xs}.", "Sets the {s} handling {a}.",
+        k.add("rec.assign", "assign", s.noun, ("Assign {sa} to one of your {xs}.", "Sets the {s} handling {a}.",
               "Choose which {s} looks after a {x}.", "Assign {s} to {x}."), {rid: _id(f"The {x} id"), sp: _id(f"The {words(s.noun)} id")},
               (rid, sp), [k.owned(rec, rid), k.exists(s, sp),
                           SqlStep("write", f"UPDATE {rec.name} SET {rc['staff']} = :{sp} WHERE {rc['pk']} = :{rid}", output="updated")]
               + k.log(f"assign_{s.noun}", f"'{rec.noun} ' || :{rid}"),
-              verb="assign", p={"id": rid, "staff": sp}, s=words(s.noun), xs=xs, x=x, a=article(rec.noun))
+              verb="assign", p={"id": rid, "staff": sp}, s=words(s.noun), sa=article(s.noun), xs=xs, x=x, a=article(rec.noun))
 
 
 def _pick_verb(k: Toolkit, verbs: tuple[str, ...], generic: bool = False) -> str | None:
