@@ -25,6 +25,7 @@ import apsw
 # Functions a tool may not call even though the authorizer sees them as plain functions.
 _DENIED_FUNCTIONS = frozenset({"load_extension", "sqlite_compileoption_get", "sqlite_offset"})
 
+_SYSTEM_PREFIXES = ("sqlite_", "pragma_")
 _INTROSPECTION_PRAGMAS = frozenset({"table_info", "table_xinfo"})
 _ROW_OPS = {apsw.SQLITE_INSERT, apsw.SQLITE_UPDATE, apsw.SQLITE_DELETE, apsw.SQLITE_READ}
 _ALWAYS_OK = {apsw.SQLITE_SELECT, apsw.SQLITE_RECURSIVE}
@@ -55,9 +56,9 @@ class Limits:
 class SandboxedDB:
     """One in-memory APSW connection under the sandbox, holding one world's tables."""
 
-    def __init__(self, limits: Limits = Limits()):
+    def __init__(self, limits: Limits = Limits(), statement_cache: int = 100):
         self.limits = limits
-        self.conn = apsw.Connection(":memory:")
+        self.conn = apsw.Connection(":memory:", statementcachesize=statement_cache)
         self.tables: frozenset[str] = frozenset()
         self._trusted = 0
         self.deadline = float("inf")
@@ -89,10 +90,11 @@ class SandboxedDB:
         if op in _ROW_OPS:
             if p1 in self.tables and dbname in (None, "main"):
                 return apsw.SQLITE_OK
-            # A read with no database is a read of a common table expression or subquery
-            # (its rows come from statements already authorized); every real table, the
-            # schema tables included, is reported with its database name.
-            if op == apsw.SQLITE_READ and dbname is None and p1 not in self.tables:
+            # A read with no database name is a read of a common table expression (its rows
+            # come from statements authorized on their own), or a read of a table that
+            # names no column (count(*)): the schema tables and the eponymous virtual
+            # tables (sqlite_dbpage, pragma_*) stay denied.
+            if op == apsw.SQLITE_READ and dbname is None and not (p1 or "sqlite_").lower().startswith(_SYSTEM_PREFIXES):
                 return apsw.SQLITE_OK
         elif op == apsw.SQLITE_FUNCTION:
             if (p2 or "").lower() not in _DENIED_FUNCTIONS:

@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterable, Sequence
 from envgen import toolcalls
 from envgen.db import Limits
 from envgen.pool_worker import Finished, ResetResult, serve
+from envgen.sandbox import SandboxLimits
 from envgen.toolcalls import Observation
 from envgen.world import World, dumps, loads
 
@@ -90,6 +91,7 @@ class Pool:
         reset_method: str = "auto",
         surface: str = "direct",
         observation_chars: int = toolcalls.MAX_OBSERVATION_CHARS,
+        sandbox_limits: SandboxLimits = SandboxLimits(),
         batch_timeout: float = 300.0,
         start_method: str = "spawn",
     ):
@@ -102,7 +104,7 @@ class Pool:
         self.surface, self.batch_timeout = surface, batch_timeout
         # spawn, not fork: the parent may hold JAX threads that a fork would copy broken
         self._ctx = mp.get_context(start_method)
-        self._options = {"limits": limits, "reset_method": reset_method, "observation_chars": observation_chars}
+        self._options = {"limits": limits, "reset_method": reset_method, "observation_chars": observation_chars, "sandbox_limits": sandbox_limits}
         self._worlds: dict[str, str] = {}
         self._live: set[int] = set()
         self._lost: dict[int, str] = {}  # slot -> why its episode was lost

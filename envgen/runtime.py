@@ -129,13 +129,9 @@ class Slot:
         """Whether SQLite rolled back the held savepoint (it does so when a write is interrupted)."""
         return self.held and self.db.conn.getautocommit()
 
-    def recover(self, changeset: bytes) -> None:
-        """After a lost transaction (back at the template state), re-apply the episode's changes."""
-        import apsw
-
+    def hold(self) -> None:
+        """Open the savepoint at the current state (the template state, right after a reset)."""
         self._hold()
-        with self.db.trusted():
-            apsw.Changeset.apply(changeset, self.db.conn)
 
     def sandbox(self) -> PythonSandbox:
         """The Python sandbox of this slot (started on first use)."""
@@ -158,23 +154,41 @@ class Episode:
         self.reset_method = slot.reset(world)
         self.recorder = ChangeRecorder(slot.db)
         self.calls = 0
+        self._writes: list[tuple[CompiledSqlTool, Any]] = []  # successful writing calls, for _replay
+        self.broken: str | None = None  # why the state is no longer trustworthy, if it is not
 
     def call(self, tool_name: str, arguments: Any) -> ToolResult:
         """Run one tool call (unknown tools are reported as invalid, never raised)."""
         self.calls += 1
+        if self.broken:
+            return error_result("env_error", self.broken)
         tool = self.world.world.tool(tool_name)
         if tool is None:
             return error_result("invalid_arguments", f"unknown tool {tool_name!r}")
         if tool.impl.kind != "sql":
             return self._call_python(tool, arguments)
         sql_tool = self.world.sql_tools[tool_name]
-        # An interrupted write makes SQLite drop the whole transaction, held savepoint
-        # included; keep the episode's changes so that they can be put back.
-        before = self.recorder.changeset() if self.slot.held and sql_tool.writes else None
         result = sql_tool(self.slot.db, arguments)
-        if before is not None and self.slot.lost_transaction():
-            self.slot.recover(before)
+        if self.slot.held and sql_tool.writes:
+            if self.slot.lost_transaction():
+                self._replay()
+            elif result.ok:
+                self._writes.append((sql_tool, arguments))
         return result
+
+    def _replay(self) -> None:
+        """Put back the episode's writes after SQLite dropped the held transaction.
+
+        SQLite rolls back the whole transaction when a write is interrupted (the deadline),
+        which takes the slot back to the template state. Re-running the episode's
+        successful writes restores it (tool SQL is deterministic: no random() or clock
+        reads in generated worlds). Replaying is cheaper than saving a changeset before
+        every write (about 90 us each), and this path is rare.
+        """
+        self.slot.hold()
+        for tool, arguments in self._writes:
+            if not tool(self.slot.db, arguments).ok:  # cannot happen for deterministic SQL
+                self.broken = "the episode's state could not be restored after an interrupted write"
 
     def _call_python(self, tool, arguments: Any) -> ToolResult:
         from envgen.args import compile_validator

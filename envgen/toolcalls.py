@@ -26,7 +26,7 @@ from typing import Any
 OUTCOMES = ("answer", "ok", "tool_error", "format_error", "env_error")
 SURFACES = ("direct", "mcp")
 MAX_OBSERVATION_CHARS = 16_000
-_BLOCK_RE = re.compile(r"<tool_call>(.*?)</tool_call>", re.S)
+_OPEN, _CLOSE = "<tool_call>", "</tool_call>"
 _FENCE_RE = re.compile(r"\A```[A-Za-z]*\s*|\s*```\Z")
 
 
@@ -70,25 +70,41 @@ class Protocol:
             raise ValueError(f"Protocol.surface={self.surface!r}; allowed: {', '.join(SURFACES)}")
 
 
+def _split(text: str) -> tuple[list[str], str, bool]:
+    """The bodies of the <tool_call> blocks, the text outside them, and whether the tags balance."""
+    blocks, outside, i = [], [], 0
+    while (j := text.find(_OPEN, i)) >= 0:
+        k = text.find(_CLOSE, j)
+        if k < 0:
+            return blocks, "".join(outside) + text[i:], False
+        outside.append(text[i:j])
+        blocks.append(text[j + len(_OPEN):k])
+        i = k + len(_CLOSE)
+    rest = "".join(outside) + text[i:]
+    return blocks, rest, _OPEN not in rest and _CLOSE not in rest and not any(_OPEN in b for b in blocks)
+
+
 def parse(text: str, *, max_calls: int = 1) -> Parsed:
     """Read one turn's text; never raises."""
     if not isinstance(text, str):
         return Parsed(None, f"a turn must be text, got {type(text).__name__}", "")
-    blocks = _BLOCK_RE.findall(text)
-    outside = _BLOCK_RE.sub("", text)
-    if "<tool_call>" in outside or "</tool_call>" in outside:
-        return Parsed(None, "unbalanced <tool_call> tags (a call must be closed by </tool_call>)", outside.strip())
+    blocks, outside, balanced = _split(text)
+    outside = outside.strip()
+    if not balanced:
+        return Parsed(None, "unbalanced <tool_call> tags (a call must be closed by </tool_call>)", outside)
     if not blocks:
-        return Parsed(None, None, text.strip())
+        return Parsed(None, None, outside)
     if len(blocks) > max_calls:
-        return Parsed(None, f"{len(blocks)} tool calls in one turn; at most {max_calls} allowed", outside.strip())
-    body = _FENCE_RE.sub("", blocks[0].strip())
+        return Parsed(None, f"{len(blocks)} tool calls in one turn; at most {max_calls} allowed", outside)
+    body = blocks[0].strip()
+    if body.startswith("```"):
+        body = _FENCE_RE.sub("", body)
     try:
         doc = json.loads(body)
     except (json.JSONDecodeError, RecursionError) as e:
-        return Parsed(None, f"the tool call is not valid JSON ({getattr(e, 'msg', e)})", outside.strip())
+        return Parsed(None, f"the tool call is not valid JSON ({getattr(e, 'msg', e)})", outside)
     call, err = call_from_json(doc)
-    return Parsed(call, err, outside.strip())
+    return Parsed(call, err, outside)
 
 
 def call_from_json(doc: Any) -> tuple[Call | None, str | None]:
