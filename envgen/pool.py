@@ -2,6 +2,7 @@
 
     pool = Pool(n_slots=1024)                     # workers default to os.cpu_count()
     pool.register(worlds)                          # World objects or their JSON text
+    pool.prepare([(slot, world_id), ...])          # optional, returns at once: load worlds ahead
     pool.reset([(slot, world_id, task_id), ...])   # -> [ResetResult]
     pool.step([(slot, model_text_or_call), ...])   # -> [Observation], one turn per slot
     pool.finish(slots, final_answers)              # -> [Finished]: changes + verdict
@@ -16,6 +17,10 @@ state when the slot held the same world before (GRPO groups), else deserializing
 the template image. Measured on the test world (20 KiB image): rollback about 5 us,
 deserialize about 33 us plus about 12 us more on the next tool call (schema re-read,
 statement re-prepared); `experiments/bench_pool.py` prints the medians.
+
+Workers keep the connections of ended episodes at their world's template savepoint
+and hand them to new episodes of the same world, whatever slot number those get (see
+`envgen.pool_worker.Worker._take`), so most resets of a GRPO batch are rollbacks.
 
 A worker that dies (killed, crashed) is replaced at once: the items it held in the
 batch come back as "env_error", its other live episodes are lost (their next step or
@@ -50,6 +55,7 @@ class _Proc:
         self.proc.start()
         child.close()
         self.known: set[str] = set()  # world ids this worker has compiled
+        self.pending = 0  # replies not yet read
 
     def send(self, msg) -> None:
         try:
@@ -58,6 +64,12 @@ class _Proc:
             raise WorkerDied(f"could not reach worker {self.proc.pid}: {e}") from None
 
     def recv(self, timeout: float | None):
+        while self.pending:  # replies to messages sent without waiting (prepare)
+            self._recv(timeout)
+            self.pending -= 1
+        return self._recv(timeout)
+
+    def _recv(self, timeout: float | None):
         ready = wait([self.conn, self.proc.sentinel], timeout)
         if self.conn not in ready:
             raise WorkerDied(f"worker {self.proc.pid} " + ("died" if ready else f"did not answer within {timeout}s"))
@@ -113,14 +125,26 @@ class Pool:
 
     # ------------------------------------------------------------------ worlds
 
-    def register(self, worlds: Iterable[World | str]) -> list[str]:
-        """Make worlds known to the pool (sent to a worker with its first reset); returns their ids."""
+    def register(self, worlds: Iterable[World | str], *, preload: bool = False) -> list[str]:
+        """Make worlds known to the pool; returns their ids.
+
+        A world is sent to a worker with the first reset there that needs it, and
+        compiled then; `preload=True` sends and compiles every world in every worker now.
+        """
         ids = []
         for w in worlds:
             text = dumps(w) if isinstance(w, World) else w
             wid = w.id if isinstance(w, World) else loads(text).id
             self._worlds[wid] = text
             ids.append(wid)
+        if preload:
+            for w, p in enumerate(self._procs):
+                p.send(("preload", ids, {i: self._worlds[i] for i in ids if i not in p.known}))
+            for w, p in enumerate(self._procs):
+                errors = [f"{i}: {e}" for i, e in zip(ids, p.recv(self.batch_timeout)) if e]
+                if errors:
+                    raise ValueError(f"worlds that do not compile: {'; '.join(errors[:3])}")
+                p.known |= set(ids)
         return ids
 
     # ------------------------------------------------------------------ batches
@@ -190,6 +214,22 @@ class Pool:
             self._lost.pop(r.slot, None)
             (self._live.add if r.outcome == "ok" else self._live.discard)(r.slot)
         return out
+
+    def prepare(self, items: Iterable[tuple]) -> None:
+        """Load each (slot, world_id) ahead of its next reset, without waiting (AWM prepares the
+        next batch's worlds during the update the same way). The reset then rolls back."""
+        groups: dict[int, list[tuple]] = {}
+        for s, wid in items:
+            self._check_slot(s)
+            if wid not in self._worlds:
+                raise KeyError(f"world {wid!r} is not registered with this pool; call pool.register first")
+            groups.setdefault(self.worker_of(s), []).append((s, wid))
+        for w, batch in groups.items():
+            try:
+                self._procs[w].send(("prepare", batch, self._worlds_for(w, [(s, wid) for s, wid in batch])))
+                self._procs[w].pending += 1
+            except WorkerDied as e:
+                self._replace(w, str(e))
 
     def step(self, items: Iterable[tuple]) -> list[Observation]:
         """One turn per (slot, model text or call); a call may be a toolcalls.Call, a dict or any object with name/arguments."""

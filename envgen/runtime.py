@@ -258,13 +258,14 @@ class Episode:
         """Rows inserted, deleted and updated so far, with old and new values (JSON-ready)."""
         return self.recorder.changes(self.world.columns.__getitem__)
 
-    def verdict(self, final_answer: str | None = None) -> Verdict:
-        """The code verdict of the episode's task on the current state."""
+    def verdict(self, final_answer: str | None = None, changes: list[dict[str, Any]] | None = None) -> Verdict:
+        """The code verdict of the episode's task on the current state (`changes`: self.changes(), if at hand)."""
         if self.task is None:
             raise ValueError("this episode has no task to judge")
         check = self.task.check
         if check.kind == "sql":
-            return judge_sql_check(self.slot.db, check, self.changes(), final_answer, self.world.seed_states[self.task.id])
+            changes = self.changes() if changes is None else changes
+            return judge_sql_check(self.slot.db, check, changes, final_answer, self.world.seed_states[self.task.id])
         res = self.slot.sandbox().run_verifier(check.source, self.world.image, self.slot.image(), final_answer)
         if res.outcome != "ok":
             return Verdict("incomplete", {"verifier_error": res.message, "outcome": res.outcome})

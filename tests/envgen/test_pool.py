@@ -69,6 +69,21 @@ def test_reset_restores_exact_state_after_arbitrary_writes(pool):
         pool.finish(slots)
 
 
+def test_connections_follow_their_world_and_prepare_makes_resets_rollbacks(pool):
+    expected = seed_dump(SHOP)
+    pool.reset([(s, SHOP.id, None) for s in range(4)])
+    pool.step([(s, {"name": "place_order", "arguments": {"product_id": 1, "quantity": 1}}) for s in range(4)])
+    pool.finish(list(range(4)))
+    # other slot numbers, same world: they get the idle connections that hold it
+    assert {r.method for r in pool.reset([(s, SHOP.id, None) for s in range(4, 8)])} == {"rollback"}
+    assert pool.inspect(list(range(4, 8)), "dump") == [expected] * 4
+    pool.finish(list(range(4, 8)))
+    pool.prepare([(s, PROC.id) for s in range(8)])
+    assert {r.method for r in pool.reset([(s, PROC.id, None) for s in range(8)])} == {"rollback"}
+    assert pool.inspect(list(range(8)), "dump") == [seed_dump(PROC)] * 8
+    pool.finish(list(range(8)))
+
+
 def test_gold_sequences_complete_with_verdicts_and_changesets(pool):
     for world in (SHOP, PROC):
         tasks = [t for t in world.tasks if t.gold][:8]
