@@ -238,7 +238,7 @@ class Pool:
             raise ValueError("step: each slot may appear once per batch")
         lost = {i: self._lost[s] for i, (s, _) in enumerate(items) if s in self._lost}
         todo = [it for i, it in enumerate(items) if i not in lost]
-        done = iter(self._run("step", todo, lambda it, m: toolcalls._fail("env_error", m)))
+        done = (r if isinstance(r, Observation) else Observation(*r) for r in self._run("step", todo, lambda it, m: toolcalls._fail("env_error", m)))
         out = [toolcalls._fail("env_error", lost[i]) if i in lost else next(done) for i in range(len(items))]
         for (s, _), obs in zip(items, out):
             if obs.outcome == "env_error" and s not in self._live:

@@ -12,13 +12,14 @@ The pool (`envgen.pool`) runs many slots across worker processes with the same c
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from envgen.checks import Verdict, assertion_states, judge_sql_check
 from envgen.db import ChangeRecorder, Limits, SandboxedDB
 from envgen.sandbox import PythonSandbox
 from envgen.sqltool import CompiledSqlTool, ToolResult, error_result
-from envgen.world import Task, World
+from envgen.world import Task, Tool, World
 
 
 @dataclass
@@ -35,6 +36,15 @@ class CompiledWorld:
     @property
     def id(self) -> str:
         return self.world.id
+
+    @cached_property
+    def tools_by_name(self) -> dict[str, Tool]:
+        """The world's tools by name."""
+        return {t.name: t for t in self.world.tools}
+
+    def tool(self, name: str) -> Tool | None:
+        """The world's tool called `name`, or None."""
+        return self.tools_by_name.get(name)
 
     @property
     def sql_only(self) -> bool:
@@ -162,7 +172,7 @@ class Episode:
         self.calls += 1
         if self.broken:
             return error_result("env_error", self.broken)
-        tool = self.world.world.tool(tool_name)
+        tool = self.world.tool(tool_name)
         if tool is None:
             return error_result("invalid_arguments", f"unknown tool {tool_name!r}")
         if tool.impl.kind != "sql":

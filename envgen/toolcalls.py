@@ -176,14 +176,14 @@ def step(episode, protocol: Protocol, turn: Any, *, limit: int = MAX_OBSERVATION
         if not isinstance(args, dict) or not isinstance(args.get("tool_name"), str) or set(args) - {"tool_name", "arguments"}:
             return _fail("format_error", 'call_tool takes {"tool_name": <string>, "arguments": <object or JSON string>}', name)
         name, args = args["tool_name"], args.get("arguments", {})
-        if name.startswith("mcp_tool_") and episode.world.world.tool(name) is None:
+        if name.startswith("mcp_tool_") and episode.world.tool(name) is None:
             name = name[len("mcp_tool_"):]
         if isinstance(args, str):
             try:
                 args = json.loads(args) if args.strip() else {}
             except (json.JSONDecodeError, RecursionError) as e:
                 return _fail("format_error", f"call_tool arguments are not valid JSON ({getattr(e, 'msg', e)})", name)
-    if episode.world.world.tool(name) is None:
+    if episode.world.tool(name) is None:
         known = ", ".join(t.name for t in episode.world.world.tools)
         return _fail("format_error", f"unknown tool {name!r}; the tools are: {known}", name)
     try:

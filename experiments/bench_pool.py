@@ -8,6 +8,8 @@ Both sides run the same episodes over the same procedural worlds: reset, 8 tool 
     episode's SQLite database FILE from the DDL and the seed INSERTs; each tool call is an
     HTTP request whose handler validates the arguments and runs the same SQL steps on a
     `sqlite3` file connection, one transaction per request. Run on a subset (slow side).
+    (a') the same, with a server process started per episode, as AWM's RL runs 1,024
+    instances each with its own server (start-up included in the rate).
 (b) The pool: N slots over W worker processes, batched reset / step / finish, tool calls
     sent as model text (`<tool_call>...</tool_call>`), parsed and validated in the workers.
     Each round draws slots/group tasks at random from the catalog (like a GRPO step).
@@ -154,20 +156,25 @@ def serve_world(world_path: str, db_dir: str) -> None:
     server.serve_forever()
 
 
-def run_baseline(worlds, plan, concurrency: int, progress):
-    """Start one server per world, run the plan's episodes over HTTP; returns measurements."""
+def _start_server(path: str, tmp: str) -> tuple[subprocess.Popen, int]:
+    p = subprocess.Popen([sys.executable, "-m", "experiments.bench_pool", "--serve", path, tmp], stdout=subprocess.PIPE, text=True)
+    return p, int(p.stdout.readline())
+
+
+def run_baseline(worlds, plan, concurrency: int, progress, per_episode_server: bool = False):
+    """Run the plan's episodes over HTTP: one server per world, or (AWM's RL setup) one per episode."""
     from envgen.world import dumps
 
     tmp = tempfile.mkdtemp(prefix="bench-awm-")
-    servers, ports = [], {}
+    servers, ports, paths = [], {}, {}
     t0 = time.perf_counter()
     for w in {w.id: w for w, _, _ in plan}.values():
-        path = os.path.join(tmp, f"{w.id}.json")
+        paths[w.id] = path = os.path.join(tmp, f"{w.id}.json")
         with open(path, "w") as f:
             f.write(dumps(w))
-        p = subprocess.Popen([sys.executable, "-m", "experiments.bench_pool", "--serve", path, tmp], stdout=subprocess.PIPE, text=True)
-        servers.append(p)
-        ports[w.id] = int(p.stdout.readline())
+        if not per_episode_server:
+            p, ports[w.id] = _start_server(path, tmp)
+            servers.append(p)
     startup_s = (time.perf_counter() - t0) / max(1, len(servers))
 
     def post(conn, path, doc):
@@ -179,7 +186,10 @@ def run_baseline(worlds, plan, concurrency: int, progress):
 
     def episode(i):
         w, t, calls = plan[i]
-        conn = http.client.HTTPConnection("127.0.0.1", ports[w.id])
+        server = None
+        if per_episode_server:
+            server, port = _start_server(paths[w.id], tmp)
+        conn = http.client.HTTPConnection("127.0.0.1", port if server else ports[w.id])
         t1 = time.perf_counter()
         post(conn, "/reset", {"episode": str(i)})
         resets_us.append((time.perf_counter() - t1) * 1e6)
@@ -187,6 +197,9 @@ def run_baseline(worlds, plan, concurrency: int, progress):
             post(conn, "/call", {"episode": str(i), "name": c.tool, "arguments": c.arguments})
         v = post(conn, "/verdict", {"episode": str(i), "task": t.id})
         conn.close()
+        if server is not None:
+            server.kill()
+            server.wait()
         progress.update(1)
         return v["result"]
 
@@ -269,6 +282,8 @@ def main(argv=None) -> int:
     ap.add_argument("--baseline-episodes", type=int, default=256, help="baseline episodes (default 256)")
     ap.add_argument("--baseline-worlds", type=int, default=8, help="worlds (servers) the baseline uses (default 8)")
     ap.add_argument("--baseline-concurrency", type=int, default=32, help="baseline client threads (default 32)")
+    ap.add_argument("--baseline-instance-episodes", type=int, default=64,
+                    help="episodes of the AWM RL variant that starts a server per episode (default 64; 0 skips)")
     ap.add_argument("--no-prepare", action="store_true", help="reset without pool.prepare (resets mostly deserialize)")
     ap.add_argument("--serve", nargs=2, metavar=("WORLD_JSON", "DB_DIR"), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
@@ -283,6 +298,11 @@ def main(argv=None) -> int:
     base_plan = episode_plan(worlds[: a.baseline_worlds], a.baseline_episodes, a.group, rng)
     with tqdm(total=len(base_plan), desc="(a) AWM-style baseline", unit="ep") as bar:
         b = run_baseline(worlds, base_plan, a.baseline_concurrency, bar)
+    b1 = None
+    if a.baseline_instance_episodes:
+        inst_plan = episode_plan(worlds[: a.baseline_worlds], a.baseline_instance_episodes, a.group, rng)
+        with tqdm(total=len(inst_plan), desc="(a') AWM-style, a server per episode", unit="ep") as bar:
+            b1 = run_baseline(worlds, inst_plan, a.baseline_concurrency, bar, per_episode_server=True)
     with tqdm(total=a.slots * a.rounds, desc="(b) envgen pool", unit="ep") as bar:
         p = run_pool(worlds, a.slots, a.workers, a.rounds, a.group, rng, bar, prepare=not a.no_prepare)
 
@@ -297,6 +317,8 @@ def main(argv=None) -> int:
         ("episodes run", f"{b['episodes']}", f"{p['episodes']}", ""),
         ("episodes/s", f"{b_eps:,.1f}", f"{p_eps:,.1f}", f"{p_eps / b_eps:,.0f}x (target >= 100x)"),
         ("tool calls/s", f"{b_cps:,.0f}", f"{p_cps:,.0f}", f"{p_cps / b_cps:,.0f}x (target >= 20x; pool target >= 20,000)"),
+        *([("episodes/s, a server per episode", f"{b1['episodes'] / b1['wall']:,.1f}", f"{p_eps:,.1f}",
+            f"{p_eps / (b1['episodes'] / b1['wall']):,.0f}x: AWM's RL runtime starts a server per instance")] if b1 else []),
         ("tool calls per CPU-second", "", f"{p['episodes'] * CALLS_PER_EPISODE / p['cpu_s']:,.0f}",
          f"workers + parent; {p['cpu_s'] / p['wall']:.2f} of {os.cpu_count()} cores were ours (load avg {os.getloadavg()[0]:.1f})"),
         ("median reset (us)", f"{b['reset_us']:,.0f} (rebuild file, HTTP)", f"{med(all_resets):,.1f}", "target < 50 us" + ("" if a.no_prepare else "; worlds loaded by pool.prepare first (timed in the rates)")),
