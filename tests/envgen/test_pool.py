@@ -143,6 +143,15 @@ def test_killed_worker_is_replaced_without_losing_other_episodes():
         # the replacement worker takes new episodes
         pool.reset([(s, SHOP.id, "buy-lamps") for s in range(4)])
         assert all(o.outcome == "ok" for o in pool.step([(s, order) for s in range(4)]))
+        pool.finish(list(range(4)))
+        # a worker that dies with a prepare in flight (its reply unread)
+        pool.prepare([(s, SHOP.id) for s in range(4)])
+        os.kill(pool.worker_pids()[1], signal.SIGKILL)
+        resets = pool.reset([(s, SHOP.id, "buy-lamps") for s in range(4)])
+        assert [r.outcome for r in resets] == ["ok", "env_error", "ok", "env_error"]
+        assert pool.replaced == 2
+        assert all(r.outcome == "ok" for r in pool.reset([(s, SHOP.id, "buy-lamps") for s in range(4)]))
+        assert all(o.outcome == "ok" for o in pool.step([(s, order) for s in range(4)]))
 
 
 # --------------------------------------------------------------------------- fuzz
