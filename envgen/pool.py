@@ -12,11 +12,15 @@ sent to every worker before any reply is read, so workers run in parallel and th
 IPC cost is paid per batch, not per slot. A world's JSON crosses to a worker once,
 with the first reset that needs it; the worker compiles it and caches it by id.
 
-Reset (see `envgen.runtime.Slot`): rolling back to a savepoint held at the template
-state when the slot held the same world before (GRPO groups), else deserializing
-the template image. Measured on the test world (20 KiB image): rollback about 5 us,
-deserialize about 33 us plus about 12 us more on the next tool call (schema re-read,
-statement re-prepared); `experiments/bench_pool.py` prints the medians.
+Reset (see `envgen.runtime.Slot`): two ways, both to the exact seeded state, measured
+(bench_pool, 20-table procedural worlds, 96 KiB images, a busy 2-core machine):
+- rollback to the savepoint held at the template state: about 8-12 us, and the
+  connection's prepared statements stay valid;
+- deserialize the template image: about 50-75 us, plus about 50 us to re-read the
+  schema and a re-prepare of every statement on first use (together 2x the CPU of a
+  warm episode).
+So a slot rolls back whenever its connection holds the world, and deserializes only
+when it must. `prepare()` moves the deserialize off the critical path.
 
 Workers keep the connections of ended episodes at their world's template savepoint
 and hand them to new episodes of the same world, whatever slot number those get (see
