@@ -95,17 +95,30 @@ class Attention(nnx.Module):
         mask_BTS = kv_index_BS[:, None, :] <= q_index_BT[:, :, None]
         if segment_ids_BT is not None and cache is None:
             mask_BTS &= segment_ids_BT[:, :, None] == segment_ids_BT[:, None, :]
-        q_BTKGH = q_BTNH.reshape(B, T, K, G, c.head_dim)
-        scores_BKGTS = jnp.einsum("btkgh,bskh->bkgts", q_BTKGH, keys_BSKH,
-                                  preferred_element_type=jnp.float32)
-        scores_BKGTS = scores_BKGTS * (c.head_dim ** -0.5)
-        scores_BKGTS = jnp.where(mask_BTS[:, None, None], scores_BKGTS, _NEG_INF)
-        probs_BKGTS = jax.nn.softmax(scores_BKGTS, axis=-1).astype(x_BTD.dtype)
-        out_BTKGH = jnp.einsum("bkgts,bskh->btkgh", probs_BKGTS, values_BSKH)
+        q_BTKGH = q_BTNH.reshape(B, T, K, G, c.head_dim) * (c.head_dim ** -0.5)
+        if T == 1 and cache is not None:
+            out_BTKGH = _decode_attention(q_BTKGH, keys_BSKH, values_BSKH, mask_BTS)
+        else:
+            scores_BKGTS = jnp.einsum("btkgh,bskh->bkgts", q_BTKGH, keys_BSKH,
+                                      preferred_element_type=jnp.float32)
+            scores_BKGTS = jnp.where(mask_BTS[:, None, None], scores_BKGTS, _NEG_INF)
+            probs_BKGTS = jax.nn.softmax(scores_BKGTS, axis=-1).astype(x_BTD.dtype)
+            out_BTKGH = jnp.einsum("bkgts,bskh->btkgh", probs_BKGTS, values_BSKH)
         out_BTNH = out_BTKGH.reshape(B, T, c.num_heads, c.head_dim)
         out_BTD = jnp.einsum("btnh,nhd->btd", out_BTNH,
                              self.o_proj.get_value().astype(x_BTD.dtype))
         return out_BTD, cache
+
+
+def _decode_attention(q_B1KGH, keys_BSKH, values_BSKH, mask_B1S):
+    """One query per row as multiply-and-reduce, which XLA fuses to read the cache in place."""
+    scores_BSKG = jnp.sum(q_B1KGH[:, 0, None].astype(jnp.float32)
+                          * keys_BSKH[:, :, :, None, :].astype(jnp.float32), axis=-1)
+    scores_BSKG = jnp.where(mask_B1S[:, 0, :, None, None], scores_BSKG, _NEG_INF)
+    probs_BSKG = jax.nn.softmax(scores_BSKG, axis=1)
+    out_BKGH = jnp.sum(probs_BSKG[..., None] * values_BSKH[:, :, :, None, :].astype(jnp.float32),
+                       axis=1)
+    return out_BKGH[:, None].astype(q_B1KGH.dtype)
 
 
 class MLP(nnx.Module):
