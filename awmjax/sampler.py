@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from awmjax.model.config import ModelConfig
 from awmjax.model.decoder import Decoder
@@ -92,7 +92,8 @@ class Sampler:
                                    cache.k_LBSKH.shape, self.mesh)
             kv = NamedSharding(self.mesh, spec)
             cache = KVCache(jax.device_put(cache.k_LBSKH, kv), jax.device_put(cache.v_LBSKH, kv),
-                            jax.device_put(cache.lengths_B, NamedSharding(self.mesh, spec[1:2])))
+                            jax.device_put(cache.lengths_B,
+                                           NamedSharding(self.mesh, PartitionSpec(spec[1]))))
         return DecodeState(cache, tuple(tuple(int(t) for t in p) for p in prompts))
 
     def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingConfig, *,

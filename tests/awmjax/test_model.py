@@ -193,8 +193,15 @@ SHARDED_SCRIPT = textwrap.dedent("""
         step, cache = nnx.merge(graph, state)(tokens, positions, cache=cache)
         return logits, step
     single = [np.asarray(x) for x in jax.jit(forward)(state, tokens, positions)]
+    from awmjax.sampler import Sampler, SamplingConfig
+    prompts = [[1, 2, 3], [4, 5], [6, 7, 8, 9], [10]]
+    greedy = SamplingConfig(temperature=0.0, max_new_tokens=6)
+    unsharded_gens = Sampler(model, config, max_cache_len=32, pad_id=0).generate(prompts, greedy)
     mesh = make_mesh(data=2, fsdp=2, tensor=2)
     shard_model(model, mesh)
+    sharded_gens = Sampler(model, config, max_cache_len=32, pad_id=0, mesh=mesh).generate(
+        prompts, greedy)
+    assert [g.token_ids for g in sharded_gens] == [g.token_ids for g in unsharded_gens]
     spec = model.layers[0].attn.q_proj.get_value().sharding.spec
     assert tuple(spec) == ("fsdp", "tensor", None), spec
     graph, state = nnx.split(model)
@@ -207,7 +214,7 @@ SHARDED_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_sharded_forward_on_8_fake_devices_matches_single_device():
+def test_sharded_forward_and_sampler_on_8_fake_devices_match_single_device():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
     result = subprocess.run([sys.executable, "-c", SHARDED_SCRIPT], capture_output=True,
                             text=True, env=env, timeout=300)
