@@ -1,4 +1,4 @@
-"""Batched KV-cache generation: bucketed jitted prefill, one jitted decode loop, multi-turn state."""
+"""Batched KV-cache generation: bucketed jitted prefill, a jitted decode loop, multi-turn state."""
 
 from __future__ import annotations
 
@@ -133,7 +133,7 @@ class Sampler:
             room = self.max_cache_len - int(lengths_B[b])
             budget_B[b] = max(0, min(int(budgets[b]), sampling.max_new_tokens, room))
         cache, out = self._decode(cache, h_BD, budget_B, sampling, state.turn)
-        return self._finish(cache, out, rows, lengths_B, sampling, state.turn)
+        return self._finish(cache, out, feeds, state, lengths_B, sampling)
 
     def _prefill(self, cache: KVCache, feeds: list[list[int]]) -> tuple[KVCache, jax.Array]:
         """Write every row's feed into the cache in chunks; h_BD is each row's last hidden state."""
@@ -164,24 +164,31 @@ class Sampler:
             jnp.int32(sampling.max_new_tokens), key, greedy=greedy, top_k=top_k,
             pad_id=self.pad_id, num_steps=_bucket(sampling.max_new_tokens, _MIN_STEPS))
 
-    def _finish(self, cache, out, rows, lengths_B, sampling, turn):
+    def _finish(self, cache, out, feeds, state, lengths_B, sampling):
         """Generations from the loop's buffers, cut at stop strings, with the cache rolled back."""
         tokens_BN, logp_BN, slogp_BN, count_B, reason_B = (np.asarray(x) for x in out)
         generations, pending = [], []
         new_lengths_B = np.asarray(cache.lengths_B).copy()
-        for b in range(rows):
+        for b in range(state.num_rows):
             n, reason = int(count_B[b]), FINISH_REASONS[int(reason_B[b])]
             cut = self._stop_string_cut(tokens_BN[b, :n].tolist(), sampling.stop_strings)
             if cut is not None:
                 n, reason = cut, "stop"
             generations.append(Generation(tokens_BN[b, :n].tolist(), logp_BN[b, :n].tolist(),
                                           slogp_BN[b, :n].tolist(), reason))
-            # the newest token stays pending, so the next turn's prefill yields its logits
-            new_lengths_B[b] = lengths_B[b] + max(n - 1, 0)
-            pending.append((int(tokens_BN[b, n - 1]),) if n else ())
+            # The newest token (generated, else fed) leaves the cache and waits in `pending`,
+            # so the next turn's prefill yields the logits that follow it.
+            if n:
+                pending.append((int(tokens_BN[b, n - 1]),))
+                new_lengths_B[b] = lengths_B[b] + n - 1
+            elif feeds[b]:
+                pending.append((feeds[b][-1],))
+                new_lengths_B[b] = lengths_B[b] - 1
+            else:
+                pending.append(())
         cache = cache.replace(lengths_B=jax.device_put(jnp.asarray(new_lengths_B),
                                                        cache.lengths_B.sharding))
-        return generations, DecodeState(cache, tuple(pending), turn + 1)
+        return generations, DecodeState(cache, tuple(pending), state.turn + 1)
 
     def _stop_string_cut(self, token_ids: list[int], stop_strings: tuple[str, ...]) -> int | None:
         """Length of the shortest prefix whose text contains a stop string, if any does."""
@@ -203,7 +210,7 @@ class Sampler:
         return lo
 
     def stream(self, prompt: Sequence[int], sampling: SamplingConfig) -> Iterator[int]:
-        """Yield one sequence's tokens as they are generated (stop ids end it; stop strings do not)."""
+        """Yield one sequence's tokens as generated (stop ids end it; stop strings are the caller's)."""
         state = self.start([prompt])
         if not state.pending[0]:
             raise ValueError("Sampler.stream needs a non-empty prompt")
@@ -271,7 +278,7 @@ def _single_step(graphdef, params, cache, h_BD, active_B, count_B, step, consts,
                    static_argnames=("greedy", "top_k", "pad_id", "num_steps"), donate_argnums=2)
 def _decode_loop(graphdef, params, cache, h_BD, budget_B, stop_S, temperature, top_p, max_new,
                  key, *, greedy, top_k, pad_id, num_steps):
-    """Decode up to num_steps tokens per row inside one while_loop, stopping when all rows finish."""
+    """Decode up to num_steps tokens per row in one while_loop, ending when every row is done."""
     model = nnx.merge(graphdef, params)
     consts = (budget_B, stop_S, temperature, top_p, max_new, key)
     B = h_BD.shape[0]

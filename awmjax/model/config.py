@@ -94,15 +94,7 @@ class ModelConfig:
         if model_type not in _HF_MODEL_TYPES:
             raise ValueError(
                 f"config.json model_type must be one of {_HF_MODEL_TYPES}, got {model_type!r}")
-        rope = dict(hf.get("rope_parameters") or {})
-        legacy = hf.get("rope_scaling")
-        if legacy:
-            rope.update(legacy)
-        theta = float(hf.get("rope_theta", rope.get("rope_theta", 10000.0)))
-        rope.pop("rope_theta", None)
-        kind = rope.get("rope_type", rope.get("type", "default"))
-        scaling = None if kind in ("default", None) else {
-            k: v for k, v in rope.items() if k != "type"} | {"rope_type": kind}
+        theta, scaling = _rope_from_hf(hf)
         if model_type != "qwen2" and (hf.get("attention_bias") or hf.get("mlp_bias")):
             raise ValueError(
                 f"config.json attention_bias/mlp_bias is not supported for {model_type!r} "
@@ -154,3 +146,15 @@ class ModelConfig:
                    rms_norm_eps=1e-6, qk_norm=True, tie_embeddings=True,
                    max_position_embeddings=40960, model_type="qwen3")
         return base.replace(**changes)
+
+
+def _rope_from_hf(hf: dict[str, Any]) -> tuple[float, dict[str, Any] | None]:
+    """(rope_theta, rope_scaling) from either transformers 5's rope_parameters or legacy keys."""
+    rope = dict(hf.get("rope_parameters") or {})
+    rope.update(hf.get("rope_scaling") or {})
+    theta = float(hf.get("rope_theta", rope.pop("rope_theta", 10000.0)))
+    rope.pop("rope_theta", None)
+    kind = rope.pop("rope_type", rope.pop("type", "default"))
+    if kind in ("default", None):
+        return theta, None
+    return theta, {**rope, "rope_type": kind}

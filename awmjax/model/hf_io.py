@@ -34,10 +34,9 @@ def abstract_decoder(config: ModelConfig) -> Decoder:
 
 def fill_from_hf(config: ModelConfig, tensors: Iterable[tuple[str, np.ndarray]],
                  mesh: Mesh | None = None, rules=DEFAULT_RULES, source: str = "") -> Decoder:
-    """Build a Decoder from (HF name, HF-layout array) pairs, placing each on the mesh as it comes."""
+    """A Decoder from (HF name, HF-layout array) pairs, each placed on the mesh as it comes."""
     model = abstract_decoder(config)
     pdt = jnp.dtype(config.param_dtype)
-    filled = set()
     for name, array in tensors:
         target = hf_to_ours(name, config)
         if target is None:
@@ -50,7 +49,6 @@ def fill_from_hf(config: ModelConfig, tensors: Iterable[tuple[str, np.ndarray]],
                              f"fit parameter {path} of shape {var.get_value().shape}")
         placement = param_sharding(var, mesh, rules) if mesh is not None else None
         var.set_value(jax.device_put(value, placement))
-        filled.add(path)
     missing = [p for p, v in nnx.iter_graph(model)
                if isinstance(v, nnx.Variable) and isinstance(v.get_value(), jax.ShapeDtypeStruct)]
     if missing:

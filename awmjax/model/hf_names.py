@@ -36,7 +36,8 @@ _TOP_NAMES = {
 }
 
 
-def hf_to_ours(name: str, config: ModelConfig) -> tuple[tuple, Callable[[np.ndarray], np.ndarray]] | None:
+def hf_to_ours(name: str, config: ModelConfig
+               ) -> tuple[tuple, Callable[[np.ndarray], np.ndarray]] | None:
     """(Decoder path, HF->ours layout fn) for a HF tensor name; None for tensors we do not use."""
     if name in _TOP_NAMES:
         path, kind = _TOP_NAMES[name]

@@ -29,7 +29,7 @@ DEFAULT_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
 
 def make_mesh(data: int = 1, fsdp: int = 1, tensor: int = 1,
               devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """A ('data', 'fsdp', 'tensor') mesh with Auto axis types over the first data*fsdp*tensor devices."""
+    """A ('data', 'fsdp', 'tensor') mesh with Auto axis types over the first devices."""
     shape = (data, fsdp, tensor)
     if min(shape) < 1:
         raise ValueError(f"make_mesh: data, fsdp and tensor must be >= 1, got {shape}")

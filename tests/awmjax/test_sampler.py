@@ -87,6 +87,12 @@ def test_multi_turn_continue_equals_one_long_prompt(tiny):
         assert turn2[b].token_ids == again.token_ids
         np.testing.assert_allclose(turn2[b].logprobs, again.logprobs, atol=1e-5)
         assert state.lengths()[b] == len(whole) + 5
+    # a conversation skipped for a turn (budget 0) resumes where it was
+    skipped, state = sampler.continue_(state, [[3], []], greedy, budgets=[5, 0])
+    assert skipped[1].token_ids == [] and skipped[1].finish_reason == "budget"
+    resumed, state = sampler.continue_(state, [[], []], greedy, budgets=[0, 5])
+    whole = PROMPTS[1] + turn1[1].token_ids + tool_responses[1] + turn2[1].token_ids
+    assert resumed[1].token_ids == sampler.generate([whole], greedy)[0].token_ids
 
 
 def test_stop_ids_budgets_and_stop_strings():
