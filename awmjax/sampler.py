@@ -88,10 +88,10 @@ class Sampler:
         batch = _bucket(len(prompts), 1)
         cache = KVCache.init(self.config, batch, self.max_cache_len)
         if self.mesh is not None:
-            spec = logical_to_spec(("layers", "batch", "cache_length", "kv_heads", "head_dim"),
-                                   cache.k_LBSKH.shape, self.mesh)
+            spec = logical_to_spec(("layers", "batch", "kv_heads", "cache_length", "head_dim"),
+                                   cache.k_LBKSH.shape, self.mesh)
             kv = NamedSharding(self.mesh, spec)
-            cache = KVCache(jax.device_put(cache.k_LBSKH, kv), jax.device_put(cache.v_LBSKH, kv),
+            cache = KVCache(jax.device_put(cache.k_LBKSH, kv), jax.device_put(cache.v_LBKSH, kv),
                             jax.device_put(cache.lengths_B,
                                            NamedSharding(self.mesh, PartitionSpec(spec[1]))))
         return DecodeState(cache, tuple(tuple(int(t) for t in p) for p in prompts))

@@ -55,8 +55,11 @@ class Attention(nnx.Module):
 
     def _project(self, x_BTD, name: str):
         dtype = x_BTD.dtype
-        w = getattr(self, f"{name}_proj").get_value().astype(dtype)
-        y = jnp.einsum("btd,dnh->btnh", x_BTD, w)
+        w_DNH = getattr(self, f"{name}_proj").get_value().astype(dtype)
+        # a plain 2-D matmul on the (free) reshaped weight: with 3-D einsums XLA may pick a
+        # layout that transposes the weight on every call
+        D, n, H = w_DNH.shape
+        y = (x_BTD @ w_DNH.reshape(D, n * H)).reshape(*x_BTD.shape[:2], n, H)
         if self.config.attention_bias:
             y = y + getattr(self, f"{name}_bias").get_value().astype(dtype)
         return y
@@ -75,20 +78,20 @@ class Attention(nnx.Module):
         q_BTNH = constrain(q_BTNH, ("batch", "length", "heads", "head_dim"))
 
         if cache is None:
-            keys_BSKH, values_BSKH = k_BTKH, v_BTKH
+            keys_BKSH, values_BKSH = k_BTKH.swapaxes(1, 2), v_BTKH.swapaxes(1, 2)
             q_index_BT = jnp.broadcast_to(jnp.arange(T), (B, T))
             kv_index_BS = q_index_BT
         else:
             # Row b's new tokens go to slots lengths_B[b] + t; slots past the end are dropped.
             slots_BT = cache.lengths_B[:, None] + jnp.arange(T)[None, :]
             rows_BT = jnp.broadcast_to(jnp.arange(B)[:, None], (B, T))
-            k_cache = cache.k_LBSKH.at[layer, rows_BT, slots_BT].set(
-                k_BTKH.astype(cache.k_LBSKH.dtype), mode="drop")
-            v_cache = cache.v_LBSKH.at[layer, rows_BT, slots_BT].set(
-                v_BTKH.astype(cache.v_LBSKH.dtype), mode="drop")
-            cache = cache.replace(k_LBSKH=k_cache, v_LBSKH=v_cache)
-            keys_BSKH = k_cache[layer].astype(x_BTD.dtype)
-            values_BSKH = v_cache[layer].astype(x_BTD.dtype)
+            k_cache = cache.k_LBKSH.at[layer, rows_BT, :, slots_BT].set(
+                k_BTKH.astype(cache.k_LBKSH.dtype), mode="drop")
+            v_cache = cache.v_LBKSH.at[layer, rows_BT, :, slots_BT].set(
+                v_BTKH.astype(cache.v_LBKSH.dtype), mode="drop")
+            cache = cache.replace(k_LBKSH=k_cache, v_LBKSH=v_cache)
+            keys_BKSH = k_cache[layer].astype(x_BTD.dtype)
+            values_BKSH = v_cache[layer].astype(x_BTD.dtype)
             q_index_BT = slots_BT
             kv_index_BS = jnp.broadcast_to(jnp.arange(cache.max_len), (B, cache.max_len))
 
@@ -96,29 +99,15 @@ class Attention(nnx.Module):
         if segment_ids_BT is not None and cache is None:
             mask_BTS &= segment_ids_BT[:, :, None] == segment_ids_BT[:, None, :]
         q_BTKGH = q_BTNH.reshape(B, T, K, G, c.head_dim) * (c.head_dim ** -0.5)
-        if T == 1 and cache is not None:
-            out_BTKGH = _decode_attention(q_BTKGH, keys_BSKH, values_BSKH, mask_BTS)
-        else:
-            scores_BKGTS = jnp.einsum("btkgh,bskh->bkgts", q_BTKGH, keys_BSKH,
-                                      preferred_element_type=jnp.float32)
-            scores_BKGTS = jnp.where(mask_BTS[:, None, None], scores_BKGTS, _NEG_INF)
-            probs_BKGTS = jax.nn.softmax(scores_BKGTS, axis=-1).astype(x_BTD.dtype)
-            out_BTKGH = jnp.einsum("bkgts,bskh->btkgh", probs_BKGTS, values_BSKH)
-        out_BTNH = out_BTKGH.reshape(B, T, c.num_heads, c.head_dim)
-        out_BTD = jnp.einsum("btnh,nhd->btd", out_BTNH,
-                             self.o_proj.get_value().astype(x_BTD.dtype))
+        scores_BKGTS = jnp.einsum("btkgh,bksh->bkgts", q_BTKGH, keys_BKSH,
+                                  preferred_element_type=jnp.float32)
+        scores_BKGTS = jnp.where(mask_BTS[:, None, None], scores_BKGTS, _NEG_INF)
+        probs_BKGTS = jax.nn.softmax(scores_BKGTS, axis=-1).astype(x_BTD.dtype)
+        out_BTKGH = jnp.einsum("bkgts,bksh->btkgh", probs_BKGTS, values_BKSH)
+        out_BTF = out_BTKGH.reshape(B, T, c.num_heads * c.head_dim)
+        o_FD = self.o_proj.get_value().astype(x_BTD.dtype).reshape(-1, c.hidden_size)
+        out_BTD = out_BTF @ o_FD
         return out_BTD, cache
-
-
-def _decode_attention(q_B1KGH, keys_BSKH, values_BSKH, mask_B1S):
-    """One query per row as multiply-and-reduce, which XLA fuses to read the cache in place."""
-    scores_BSKG = jnp.sum(q_B1KGH[:, 0, None].astype(jnp.float32)
-                          * keys_BSKH[:, :, :, None, :].astype(jnp.float32), axis=-1)
-    scores_BSKG = jnp.where(mask_B1S[:, 0, :, None, None], scores_BSKG, _NEG_INF)
-    probs_BSKG = jax.nn.softmax(scores_BSKG, axis=1)
-    out_BKGH = jnp.sum(probs_BSKG[..., None] * values_BSKH[:, :, :, None, :].astype(jnp.float32),
-                       axis=1)
-    return out_BKGH[:, None].astype(q_B1KGH.dtype)
 
 
 class MLP(nnx.Module):
