@@ -219,3 +219,19 @@ def test_sharded_forward_and_sampler_on_8_fake_devices_match_single_device():
     result = subprocess.run([sys.executable, "-c", SHARDED_SCRIPT], capture_output=True,
                             text=True, env=env, timeout=300)
     assert "SHARDED_OK" in result.stdout, result.stderr[-3000:]
+
+
+def test_sharded_checkpoint_round_trip(tmp_path, monkeypatch):
+    from awmjax.model import hf_io
+
+    monkeypatch.setattr(hf_io, "_SHARD_BYTES", 100_000)  # force several safetensors files
+    config = ModelConfig.tiny(vocab_size=128)
+    model = Decoder(config, rngs=nnx.Rngs(4))
+    save_hf(model, config, tmp_path / "ckpt")
+    assert (tmp_path / "ckpt" / "model.safetensors.index.json").exists()
+    assert len(list((tmp_path / "ckpt").glob("model-*-of-*.safetensors"))) > 1
+    ref = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "ckpt").eval()
+    ours = _our_logits(model, TOKENS_BT)
+    assert np.abs(ours - _torch_logits(ref, TOKENS_BT)).max() < 1e-4
+    again, _ = load_hf(tmp_path / "ckpt")
+    assert np.abs(_our_logits(again, TOKENS_BT) - ours).max() == 0.0
