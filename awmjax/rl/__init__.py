@@ -1,0 +1,1 @@
+"""GRPO for multi-turn tool use: rewards, group advantages, the clipped policy loss."""

@@ -1,0 +1,208 @@
+"""Batched multi-turn episodes: the policy writes a turn, the pool runs its tool call, repeat.
+
+An episode ends when the policy answers without a tool call (then the code verdict
+judges it), makes a format error, meets an environment error, or hits the turn or
+context limit. Token ids are produced once: the policy's sampled ids go into the
+conversation unchanged, and tool responses are appended as tokens, so the training
+batch reads exactly what the sampler wrote.
+
+History limit w (AWM's HL): the prompt the policy sees holds the system turn, the
+task, on the mcp surface the tool-listing exchange, and only the last w steps
+(assistant turn + tool response). The same rule builds the training samples
+(`history_prompt` here, `Conversation.history_sample` in training).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Sequence
+
+from awmjax.chat import ChatConfig, Conversation
+from awmjax.sampling import SamplingConfig
+from awmjax.tokenizer import Tokenizer
+
+EPISODE_OUTCOMES = ("complete", "partial", "incomplete", "format_error", "env_error")
+
+
+class Policy(Protocol):
+    """Anything that completes token-id prompts: the jitted Sampler, an endpoint, a script."""
+
+    def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingConfig, *, budgets: Sequence[int] | None = None) -> list:
+        ...
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    """Limits and the tool surface of episodes."""
+
+    max_turns: int = 20
+    max_context: int = 4096  # prompt + new tokens of one turn
+    max_new_tokens: int = 256  # per turn
+    history_window: int | None = 3  # None: full history
+    surface: str = "direct"
+    system_prompt: str | None = None
+
+    def __post_init__(self):
+        if self.max_turns < 1:
+            raise ValueError(f"RolloutConfig.max_turns must be >= 1, got {self.max_turns}")
+        if self.history_window is not None and self.history_window < 1:
+            raise ValueError(f"RolloutConfig.history_window must be >= 1 or None, got {self.history_window}")
+        if self.surface not in ("direct", "mcp"):
+            raise ValueError(f"RolloutConfig.surface={self.surface!r}; allowed: direct, mcp")
+        if self.max_new_tokens >= self.max_context:
+            raise ValueError(f"RolloutConfig.max_new_tokens ({self.max_new_tokens}) must be below max_context ({self.max_context})")
+
+
+@dataclass
+class EpisodeResult:
+    """One finished episode: what was said, what happened, and how it was judged."""
+
+    world_id: str
+    task_id: str
+    group: int
+    conversation: Conversation
+    outcome: str = "incomplete"  # one of EPISODE_OUTCOMES
+    end_reason: str = ""  # answer | format_error | env_error | max_turns | context
+    final_answer: str | None = None
+    verdict: dict[str, Any] | None = None
+    changes: list[dict[str, Any]] = field(default_factory=list)
+    turns: int = 0
+    tool_calls: int = 0
+    messages: list[str] = field(default_factory=list)  # format / environment error texts
+    policy_version: int = 0  # which update of the policy sampled this episode
+
+    @property
+    def assistant_turns(self) -> int:
+        return sum(1 for t in self.conversation.turns if t.role == "assistant")
+
+
+def history_prompt(conv: Conversation, window: int | None, *, pin_first_step: bool) -> list[int]:
+    """The prompt for the next turn under history limit `window` (None: the whole conversation)."""
+    full = conv.prompt_ids()
+    if window is None:
+        return full
+    turns = conv.turns
+    steps = [i for i, t in enumerate(turns) if t.role == "assistant"]
+    if len(steps) <= window + (1 if pin_first_step else 0):
+        return full
+    keep = list(range(2))  # system, task
+    if pin_first_step:  # mcp: the list_tools call and its answer stay, as in AWM
+        first = steps[0]
+        keep += list(range(first, steps[1]))
+    keep += list(range(steps[-window], len(turns)))
+    ids = conv.ids
+    out: list[int] = []
+    for i in keep:
+        out += ids[turns[i].start : turns[i].end]
+    return out + full[len(ids):]  # the generation prefix
+
+
+def run_episodes(
+    policy: Policy,
+    tokenizer: Tokenizer,
+    pool,
+    items: Sequence[tuple[Any, Any, int]],
+    cfg: RolloutConfig,
+    sampling: SamplingConfig,
+    *,
+    policy_version: int = 0,
+) -> list[EpisodeResult]:
+    """Run one episode per item (world, task, group index) in slots 0..len(items)-1 of `pool`."""
+    if not items:
+        return []
+    chat_cfg = ChatConfig(surface=cfg.surface, system_prompt=cfg.system_prompt)
+    results = []
+    for world, task, group in items:
+        tools = [t.openai_spec() for t in world.tools]
+        conv = Conversation.start(tokenizer, task.instruction, tools, chat_cfg)
+        results.append(EpisodeResult(world.id, task.id, group, conv, policy_version=policy_version))
+    for r in pool.reset([(slot, res.world_id, res.task_id, cfg.surface) for slot, res in enumerate(results)]):
+        if r.outcome != "ok":
+            res = results[r.slot]
+            res.outcome, res.end_reason = "env_error", "env_error"
+            res.messages.append(f"reset failed: {r.error}")
+    active = [i for i, r in enumerate(results) if not r.end_reason]
+    pin = cfg.surface == "mcp"
+    while active:
+        prompts, budgets, live = [], [], []
+        for i in active:
+            res = results[i]
+            if res.turns >= cfg.max_turns:
+                res.end_reason = "max_turns"
+                continue
+            prompt = history_prompt(res.conversation, cfg.history_window, pin_first_step=pin)
+            budget = min(cfg.max_new_tokens, cfg.max_context - len(prompt))
+            if budget <= 0:
+                res.end_reason = "context"
+                continue
+            prompts.append(prompt)
+            budgets.append(budget)
+            live.append(i)
+        if not live:
+            break
+        gens = policy.generate(prompts, sampling, budgets=budgets)
+        texts = []
+        for i, gen in zip(live, gens):
+            res = results[i]
+            res.turns += 1
+            res.conversation.append_assistant(gen.token_ids, gen.logprobs)
+            texts.append(tokenizer.decode(gen.token_ids, skip_special_tokens=True))
+        observations = pool.step([(i, text) for i, text in zip(live, texts)])
+        active = []
+        for i, text, obs in zip(live, texts, observations):
+            res = results[i]
+            if obs.outcome == "answer":
+                res.end_reason, res.final_answer = "answer", text.strip()
+            elif obs.outcome in ("format_error", "env_error"):
+                res.end_reason = res.outcome = obs.outcome
+                res.messages.append(obs.text)
+            else:  # ok or tool_error: the agent reads the response and goes on
+                res.tool_calls += 1
+                res.conversation.append_tool_responses([obs.text])
+                active.append(i)
+    judged = [i for i, r in enumerate(results) if r.outcome not in ("format_error", "env_error")]
+    finished = pool.finish(judged, [results[i].final_answer for i in judged]) if judged else []
+    for i, fin in zip(judged, finished):
+        res = results[i]
+        if fin.outcome != "ok" or fin.verdict is None:
+            res.outcome = "env_error"
+            res.messages.append(fin.error or "the episode could not be judged")
+            continue
+        res.verdict, res.changes = fin.verdict, fin.changes
+        res.outcome = fin.verdict["result"]
+    return results
+
+
+@dataclass
+class RolloutStats:
+    """Counts and rates over a batch of episodes."""
+
+    episodes: int
+    outcomes: dict[str, int]
+    mean_turns: float
+    mean_tool_calls: float
+    policy_tokens: int
+    seconds: float
+
+    @classmethod
+    def of(cls, results: Sequence[EpisodeResult], seconds: float) -> "RolloutStats":
+        outcomes = {o: 0 for o in EPISODE_OUTCOMES}
+        for r in results:
+            outcomes[r.outcome] += 1
+        n = max(len(results), 1)
+        return cls(
+            episodes=len(results),
+            outcomes=outcomes,
+            mean_turns=sum(r.turns for r in results) / n,
+            mean_tool_calls=sum(r.tool_calls for r in results) / n,
+            policy_tokens=sum(sum(r.conversation.mask) for r in results),
+            seconds=seconds,
+        )
+
+
+def timed_episodes(*args, **kwargs) -> tuple[list[EpisodeResult], RolloutStats]:
+    """run_episodes plus its stats (wall time, outcome counts, policy tokens)."""
+    t0 = time.perf_counter()
+    results = run_episodes(*args, **kwargs)
+    return results, RolloutStats.of(results, time.perf_counter() - t0)
