@@ -1,0 +1,130 @@
+"""The GRPO update: one pure, jitted `train_step(state, batch) -> (state, metrics)`.
+
+Gradients are accumulated over micro-batches with `lax.scan`, each micro-batch's loss
+weighted by its share of the batch's loss tokens, so the result is the token mean over
+the whole batch whatever the micro-batch size. The optimizer is optax (global-norm
+clipping, then AdamW with linear warmup).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from awmjax.rl.batch import TrainBatch
+from awmjax.rl.config import GRPOConfig
+from awmjax.rl.loss import policy_loss
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with warmup and gradient clipping."""
+
+    learning_rate: float = 1e-6
+    warmup_steps: int = 0
+    max_grad_norm: float = 1.0
+    weight_decay: float = 0.0
+    b1: float = 0.9
+    b2: float = 0.999
+
+    def __post_init__(self):
+        if self.learning_rate <= 0:
+            raise ValueError(f"OptimConfig.learning_rate must be > 0, got {self.learning_rate}")
+        if self.warmup_steps < 0 or self.max_grad_norm <= 0:
+            raise ValueError("OptimConfig: warmup_steps must be >= 0 and max_grad_norm > 0")
+
+    def make(self) -> optax.GradientTransformation:
+        """The optax transformation."""
+        lr = (optax.linear_schedule(0.0, self.learning_rate, self.warmup_steps)
+              if self.warmup_steps else self.learning_rate)
+        if self.warmup_steps:
+            lr = optax.join_schedules([lr, optax.constant_schedule(self.learning_rate)], [self.warmup_steps])
+        return optax.chain(
+            optax.clip_by_global_norm(self.max_grad_norm),
+            optax.adamw(lr, b1=self.b1, b2=self.b2, weight_decay=self.weight_decay),
+        )
+
+
+@jax.tree_util.register_dataclass
+@dataclass
+class TrainState:
+    """Parameters, optimizer state, step counter, and the frozen reference (None without KL)."""
+
+    params: Any
+    opt_state: Any
+    step: jax.Array
+    ref_params: Any = None
+
+
+def init_state(model: nnx.Module, optim: OptimConfig, *, with_reference: bool) -> tuple[Any, TrainState]:
+    """(graphdef, state) for a model; the reference is a copy of the initial parameters."""
+    graphdef, params = nnx.split(model)
+    tx = optim.make()
+    ref = jax.tree.map(jnp.copy, params) if with_reference else None
+    return graphdef, TrainState(params, tx.init(params), jnp.zeros((), jnp.int32), ref)
+
+
+def token_logprobs(graphdef, params, tokens_BT, positions_BT, targets_BT) -> tuple[jax.Array, jax.Array]:
+    """Log-probabilities of the targets and the entropy per position."""
+    model = nnx.merge(graphdef, params)
+    h_BTD, _ = model.hidden(tokens_BT, positions_BT)
+    logits_BTV = model.logits(h_BTD)
+    logz_BT = jax.nn.logsumexp(logits_BTV, axis=-1)
+    logp_BT = jnp.take_along_axis(logits_BTV, targets_BT[..., None], axis=-1)[..., 0] - logz_BT
+    probs_BTV = jax.nn.softmax(logits_BTV, axis=-1)
+    entropy_BT = logz_BT - jnp.sum(probs_BTV * logits_BTV, axis=-1)
+    return logp_BT, entropy_BT
+
+
+def make_train_step(graphdef, optim: OptimConfig, grpo: GRPOConfig, micro_batch: int):
+    """Build the jitted train step for this model structure and these configs."""
+    tx = optim.make()
+
+    def micro_loss(params, ref_params, mb: dict, total_tokens):
+        logp_BT, entropy_BT = token_logprobs(graphdef, params, mb["tokens"], mb["positions"], mb["targets"])
+        ref_BT = None
+        if ref_params is not None:
+            ref_BT, _ = token_logprobs(graphdef, jax.lax.stop_gradient(ref_params), mb["tokens"], mb["positions"], mb["targets"])
+        loss, metrics = policy_loss(logp_BT, mb["old_logp"], mb["adv"], mb["mask"], grpo, ref_logp_BT=ref_BT)
+        weight = metrics["tokens"] / jnp.maximum(total_tokens, 1.0)
+        metrics["entropy"] = (entropy_BT * mb["mask"]).sum() / jnp.maximum(mb["mask"].sum(), 1.0)
+        return loss * weight, jax.tree.map(lambda m: m * weight, metrics)
+
+    def train_step(state: TrainState, batch: TrainBatch) -> tuple[TrainState, dict]:
+        B, T = batch.tokens_BT.shape
+        M = B // micro_batch
+        arrays = {
+            "tokens": batch.tokens_BT, "targets": batch.targets_BT, "mask": batch.mask_BT,
+            "old_logp": batch.old_logp_BT, "adv": batch.adv_B, "positions": batch.positions_BT,
+        }
+        mbs = jax.tree.map(lambda a: a.reshape((M, micro_batch) + a.shape[1:]), arrays)
+        total_tokens = batch.mask_BT.sum()
+        grad_fn = jax.grad(micro_loss, has_aux=True)
+
+        def body(acc, mb):
+            grads, metrics = grad_fn(state.params, state.ref_params, mb, total_tokens)
+            return jax.tree.map(jnp.add, acc, (grads, metrics)), None
+
+        zero_grads = jax.tree.map(jnp.zeros_like, state.params)
+        _, metric_shapes = jax.eval_shape(lambda: micro_loss(state.params, state.ref_params, jax.tree.map(lambda a: a[0], mbs), total_tokens))
+        zero_metrics = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), metric_shapes)
+        (grads, metrics), _ = jax.lax.scan(body, (zero_grads, zero_metrics), mbs)
+        metrics["tokens"] = total_tokens
+        metrics["grad_norm"] = optax.tree.norm(grads)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        return TrainState(params, opt_state, state.step + 1, state.ref_params), metrics
+
+    return jax.jit(train_step, donate_argnums=0)
+
+
+jax.tree_util.register_dataclass(
+    TrainBatch,
+    data_fields=["tokens_BT", "targets_BT", "mask_BT", "old_logp_BT", "adv_B", "positions_BT"],
+    meta_fields=[],
+)
