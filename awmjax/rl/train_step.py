@@ -118,6 +118,7 @@ def make_train_step(graphdef, optim: OptimConfig, grpo: GRPOConfig, micro_batch:
         metrics["grad_norm"] = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        metrics["param_norm"] = optax.tree.norm(params)
         return TrainState(params, opt_state, state.step + 1, state.ref_params), metrics
 
     return jax.jit(train_step, donate_argnums=0)

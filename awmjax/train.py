@@ -1,0 +1,171 @@
+"""The GRPO training loop: rollouts over the pool, code-judged rewards, history-limited updates.
+
+One step: draw `tasks_per_step` tasks (deterministically from the seed and the step,
+so a resumed run draws the same ones), run `group_size` episodes of each, turn
+verdicts into rewards and group advantages, build HL samples, and update the policy
+once per packed bucket (a mini-batch). Metrics go to metrics.jsonl and TensorBoard;
+checkpoints (orbax, asynchronous) hold the parameters, optimizer state and step, with
+the run config beside them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from awmjax.config import RunConfig
+from awmjax.rl.batch import episode_advantages, pack, samples_from_episode
+from awmjax.rl.train_step import TrainState, init_state, make_train_step
+from awmjax.rollout import EPISODE_OUTCOMES, RolloutStats, timed_episodes
+from awmjax.sampling import SamplingConfig
+
+
+@dataclass
+class TaskDeck:
+    """Every (world, task) of a split, dealt in seeded per-epoch permutations."""
+
+    items: list[tuple[Any, Any]]
+    seed: int
+
+    def draw(self, step: int, count: int) -> list[tuple[Any, Any]]:
+        """The tasks of one step; a function of (seed, step) only."""
+        n = len(self.items)
+        out = []
+        for k in range(step * count, (step + 1) * count):
+            epoch, i = divmod(k, n)
+            perm = np.random.default_rng([self.seed, epoch]).permutation(n)
+            out.append(self.items[perm[i]])
+        return out
+
+
+class MetricsLog:
+    """Appends one JSON line per step and mirrors scalars to TensorBoard event files."""
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / "metrics.jsonl"
+        try:
+            from tensorboardX import SummaryWriter
+
+            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+        except ImportError:  # the [serve] extra is optional; JSONL is the record
+            self.tb = None
+
+    def write(self, step: int, metrics: dict[str, float]) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"step": step, **metrics}) + "\n")
+        if self.tb is not None:
+            for k, v in metrics.items():
+                self.tb.add_scalar(k, v, step)
+            self.tb.flush()
+
+
+def _checkpointer(run_dir: Path):
+    import orbax.checkpoint as ocp
+
+    options = ocp.CheckpointManagerOptions(max_to_keep=2, enable_async_checkpointing=True)
+    return ocp.CheckpointManager((run_dir / "checkpoints").absolute(), options=options, item_names=("state", "meta"))
+
+
+def save_checkpoint(mngr, step: int, state: TrainState, meta: dict) -> None:
+    """Save asynchronously (the next step's rollouts overlap the write)."""
+    import orbax.checkpoint as ocp
+
+    mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
+
+
+def restore_checkpoint(mngr, abstract_state: TrainState) -> tuple[int, TrainState] | None:
+    """The latest checkpoint's (step, state), or None."""
+    import orbax.checkpoint as ocp
+
+    step = mngr.latest_step()
+    if step is None:
+        return None
+    restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+    return step, restored["state"]
+
+
+def train(cfg: RunConfig, *, progress: bool = True, stop_after: int | None = None) -> Path:
+    """Run (or resume) training as configured; returns the run folder."""
+    from flax import nnx
+    from tqdm import tqdm
+
+    from awmjax.policy import load_policy
+    from awmjax.sampler import Sampler
+    from envgen.catalog import Catalog
+    from envgen.pool import Pool
+
+    t = cfg.train
+    run_dir = Path(t.out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = run_dir / "config.json.tmp"
+    tmp.write_text(json.dumps(cfg.to_dict(), indent=1))
+    os.replace(tmp, run_dir / "config.json")
+
+    catalog = Catalog.open(t.catalog)
+    worlds = list(catalog.worlds(t.split))
+    deck = TaskDeck([(w, task) for w in worlds for task in w.tasks], t.seed)
+    model, model_cfg, tok = load_policy(t.policy, dtype=t.dtype, seed=t.seed)
+    graphdef, state = init_state(model, cfg.optim, with_reference=cfg.grpo.kl_coef > 0)
+    mngr = _checkpointer(run_dir)
+    start = 0
+    resumed = restore_checkpoint(mngr, jax.eval_shape(lambda: state))
+    if resumed is not None:
+        start, state = resumed
+        model = nnx.merge(graphdef, state.params)
+    step_fn = make_train_step(graphdef, cfg.optim, cfg.grpo, t.micro_batch)
+    sampler = Sampler(model, model_cfg, max_cache_len=t.max_cache_len, pad_id=tok.pad_id, decode_fn=tok.decode)
+    log = MetricsLog(run_dir)
+    window = cfg.rollout.history_window if t.history_training else None
+    n_slots = t.tasks_per_step * t.group_size
+    last = t.steps if stop_after is None else min(t.steps, start + stop_after)
+    with Pool(n_slots=n_slots) as pool:
+        pool.register(worlds)
+        bar = tqdm(range(start, last), initial=start, total=t.steps, desc="train", unit="step", disable=not progress)
+        for step in bar:
+            items = [(w, task, g) for g, (w, task) in enumerate(deck.draw(step, t.tasks_per_step)) for _ in range(t.group_size)]
+            s = cfg.sampling
+            sampling = SamplingConfig(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
+                                      max_new_tokens=cfg.rollout.max_new_tokens, stop_token_ids=tuple(tok.stop_token_ids),
+                                      seed=s.seed * 1_000_003 + step)
+            results, rstats = timed_episodes(sampler, tok, pool, items, cfg.rollout, sampling, policy_version=step)
+            adv, astats = episode_advantages(results, cfg.reward, cfg.grpo.advantage)
+            samples = [smp for e, a in zip(results, adv) for smp in samples_from_episode(e, float(a), window, current_version=step)]
+            t_train = time.perf_counter()
+            step_metrics: list[dict] = []
+            for batch in pack(samples, micro_batch=t.micro_batch, pad_id=tok.pad_id, max_len=t.max_cache_len):
+                state, m = step_fn(state, batch)
+                step_metrics.append({k: float(v) for k, v in m.items()})
+            train_seconds = time.perf_counter() - t_train
+            sampler.set_params(nnx.merge(graphdef, state.params))
+            metrics = _step_metrics(rstats, astats, step_metrics, train_seconds)
+            log.write(step + 1, metrics)
+            bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}", complete=f"{metrics['outcome/complete']:.2f}")
+            if (step + 1) % t.checkpoint_every == 0 or step + 1 == t.steps:
+                save_checkpoint(mngr, step + 1, state, {"step": step + 1, "policy_version": step + 1})
+        bar.close()
+    mngr.wait_until_finished()
+    mngr.close()
+    return run_dir
+
+
+def _step_metrics(r: RolloutStats, a: dict, updates: list[dict], train_seconds: float) -> dict[str, float]:
+    n = max(r.episodes, 1)
+    out = {f"outcome/{o}": r.outcomes[o] / n for o in EPISODE_OUTCOMES}
+    out.update(reward_mean=a["reward_mean"], zero_variance_groups=a["zero_variance_groups"],
+               mean_turns=r.mean_turns, mean_tool_calls=r.mean_tool_calls,
+               rollout_seconds=r.seconds, rollout_tokens_per_s=r.policy_tokens / max(r.seconds, 1e-9),
+               train_seconds=train_seconds, updates=len(updates))
+    tokens = sum(u.get("tokens", 0.0) for u in updates)
+    out["train_tokens_per_s"] = tokens / max(train_seconds, 1e-9)
+    for key in ("loss", "pg_loss", "kl", "entropy", "clip_frac_low", "clip_frac_high", "ratio_mean", "logp_mismatch", "grad_norm", "param_norm"):
+        vals = [u[key] for u in updates if key in u]
+        if vals:
+            out[key] = float(np.mean(vals))
+    return out
