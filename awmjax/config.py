@@ -6,6 +6,7 @@
     [grpo]     advantage, clip_low, clip_high, importance, kl_coef
     [reward]   complete, partial, incomplete, format_error, env_error
     [optim]    learning_rate, warmup_steps, max_grad_norm, weight_decay
+    [judge]    name, concurrency, timeout_s, retries, max_lag
 
 Unknown sections or keys are errors that name the file, the section, the key and the
 allowed keys; values are validated by each dataclass's __post_init__.
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from awmjax.judges import JudgeConfig
 from awmjax.rl.config import GRPOConfig, RewardConfig
 from awmjax.rl.train_step import OptimConfig
 from awmjax.rollout import RolloutConfig
@@ -77,6 +79,7 @@ class RunConfig:
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (for JSON)."""

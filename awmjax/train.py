@@ -3,7 +3,12 @@
 One step: draw `tasks_per_step` tasks (deterministically from the seed and the step,
 so a resumed run draws the same ones), run `group_size` episodes of each, turn
 verdicts into rewards and group advantages, build HL samples, and update the policy
-once per packed bucket (a mini-batch). Metrics go to metrics.jsonl and TensorBoard;
+once per packed bucket (a mini-batch). Judgements run on a background loop; with
+[judge] max_lag = k, up to k further batches are sampled while a batch's judgements
+are pending, so slow judges overlap rollouts and updates (a batch's policy lag, the
+updates between its sampling and its use, is recorded; exact resume holds for
+max_lag = 0, while with k > 0 the k batches in flight at a kill are sampled again
+by the resumed policy). Metrics go to metrics.jsonl and TensorBoard;
 checkpoints (orbax, asynchronous) hold the parameters, optimizer state and step, with
 the run config beside them.
 """
@@ -13,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +27,7 @@ import jax
 import numpy as np
 
 from awmjax.config import RunConfig
+from awmjax.judges import JudgeRunner, make_judge
 from awmjax.rl.batch import episode_advantages, pack, samples_from_episode
 from awmjax.rl.train_step import TrainState, init_state, make_train_step
 from awmjax.rollout import EPISODE_OUTCOMES, RolloutStats, timed_episodes
@@ -125,16 +132,32 @@ def train(cfg: RunConfig, *, progress: bool = True, stop_after: int | None = Non
     window = cfg.rollout.history_window if t.history_training else None
     n_slots = t.tasks_per_step * t.group_size
     last = t.steps if stop_after is None else min(t.steps, start + stop_after)
-    with Pool(n_slots=n_slots) as pool:
+    s = cfg.sampling
+
+    def rollout(batch_index: int, version: int):
+        items = [(w, task, g) for g, (w, task) in enumerate(deck.draw(batch_index, t.tasks_per_step)) for _ in range(t.group_size)]
+        sampling = SamplingConfig(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
+                                  max_new_tokens=cfg.rollout.max_new_tokens, stop_token_ids=tuple(tok.stop_token_ids),
+                                  seed=s.seed * 1_000_003 + batch_index)
+        return timed_episodes(sampler, tok, pool, items, cfg.rollout, sampling, policy_version=version)
+
+    in_flight: deque = deque()  # (batch index, episodes, rollout stats, future of judgements)
+    next_batch = start
+    with Pool(n_slots=n_slots) as pool, JudgeRunner(make_judge(cfg.judge.name), cfg.judge) as judges:
         pool.register(worlds)
         bar = tqdm(range(start, last), initial=start, total=t.steps, desc="train", unit="step", disable=not progress)
         for step in bar:
-            items = [(w, task, g) for g, (w, task) in enumerate(deck.draw(step, t.tasks_per_step)) for _ in range(t.group_size)]
-            s = cfg.sampling
-            sampling = SamplingConfig(temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
-                                      max_new_tokens=cfg.rollout.max_new_tokens, stop_token_ids=tuple(tok.stop_token_ids),
-                                      seed=s.seed * 1_000_003 + step)
-            results, rstats = timed_episodes(sampler, tok, pool, items, cfg.rollout, sampling, policy_version=step)
+            # keep up to max_lag + 1 batches sampled ahead: their judgements overlap this update
+            while len(in_flight) <= cfg.judge.max_lag and next_batch < last:
+                results, rstats = rollout(next_batch, step)
+                in_flight.append((next_batch, results, rstats, judges.submit(results)))
+                next_batch += 1
+            _, results, rstats, future = in_flight.popleft()
+            t_wait = time.perf_counter()
+            judgements = future.result()
+            judge_wait = time.perf_counter() - t_wait
+            for e, j in zip(results, judgements):
+                e.outcome = j.result
             adv, astats = episode_advantages(results, cfg.reward, cfg.grpo.advantage)
             samples = [smp for e, a in zip(results, adv) for smp in samples_from_episode(e, float(a), window, current_version=step)]
             t_train = time.perf_counter()
@@ -145,6 +168,10 @@ def train(cfg: RunConfig, *, progress: bool = True, stop_after: int | None = Non
             train_seconds = time.perf_counter() - t_train
             sampler.set_params(nnx.merge(graphdef, state.params))
             metrics = _step_metrics(rstats, astats, step_metrics, train_seconds)
+            judged = [j.seconds for j in judgements if j.source != "rollout"]
+            metrics.update(judge_wait_seconds=judge_wait, judge_fallbacks=float(judges.fallbacks),
+                           judge_seconds_mean=float(np.mean(judged)) if judged else 0.0,
+                           policy_lag=float(np.mean([step - e.policy_version for e in results])))
             log.write(step + 1, metrics)
             bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}", complete=f"{metrics['outcome/complete']:.2f}")
             if (step + 1) % t.checkpoint_every == 0 or step + 1 == t.steps:

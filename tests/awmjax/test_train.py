@@ -54,6 +54,16 @@ def test_short_run_writes_metrics_checkpoints_and_resumes_exactly(catalog, tmp_p
     assert main(["plot", str(full)]) == 0 and (full / "curves.png").is_file()
 
 
+def test_judge_lag_overlaps_batches_and_records_policy_lag(catalog, tmp_path):
+    cfg = _cfg(catalog, tmp_path / "lag", steps=3)
+    cfg = RunConfig.from_dict({**cfg.to_dict(), "judge": {"name": "delayed-code:0.3", "max_lag": 1}})
+    rows = _metrics(train(cfg, progress=False))
+    assert [r["policy_lag"] for r in rows] == [0.0, 1.0, 1.0]
+    assert all(r["judge_seconds_mean"] >= 0.3 for r in rows)
+    # the second and third batches' judgements ran while the next batch was sampled
+    assert rows[1]["judge_wait_seconds"] < 0.3
+
+
 def test_config_errors_name_section_and_key(tmp_path):
     with pytest.raises(ValueError, match=r"unknown key 'stepz' in \[train\]"):
         RunConfig.from_dict({"train": {"stepz": 3}})
