@@ -88,12 +88,13 @@ class Sampler:
         batch = _bucket(len(prompts), 1)
         cache = KVCache.init(self.config, batch, self.max_cache_len)
         if self.mesh is not None:
-            spec = logical_to_spec(("layers", "batch", "kv_heads", "cache_length", "head_dim"),
-                                   cache.k_LBKSH.shape, self.mesh)
+            spec = logical_to_spec(("batch", "kv_heads", "cache_length", "head_dim"),
+                                   cache.k_BKSH[0].shape, self.mesh)
             kv = NamedSharding(self.mesh, spec)
-            cache = KVCache(jax.device_put(cache.k_LBKSH, kv), jax.device_put(cache.v_LBKSH, kv),
+            cache = KVCache(tuple(jax.device_put(k, kv) for k in cache.k_BKSH),
+                            tuple(jax.device_put(v, kv) for v in cache.v_BKSH),
                             jax.device_put(cache.lengths_B,
-                                           NamedSharding(self.mesh, PartitionSpec(spec[1]))))
+                                           NamedSharding(self.mesh, PartitionSpec(spec[0]))))
         return DecodeState(cache, tuple(tuple(int(t) for t in p) for p in prompts))
 
     def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingConfig, *,

@@ -85,13 +85,14 @@ class Attention(nnx.Module):
             # Row b's new tokens go to slots lengths_B[b] + t; slots past the end are dropped.
             slots_BT = cache.lengths_B[:, None] + jnp.arange(T)[None, :]
             rows_BT = jnp.broadcast_to(jnp.arange(B)[:, None], (B, T))
-            k_cache = cache.k_LBKSH.at[layer, rows_BT, :, slots_BT].set(
-                k_BTKH.astype(cache.k_LBKSH.dtype), mode="drop")
-            v_cache = cache.v_LBKSH.at[layer, rows_BT, :, slots_BT].set(
-                v_BTKH.astype(cache.v_LBKSH.dtype), mode="drop")
-            cache = cache.replace(k_LBKSH=k_cache, v_LBKSH=v_cache)
-            keys_BKSH = k_cache[layer].astype(x_BTD.dtype)
-            values_BKSH = v_cache[layer].astype(x_BTD.dtype)
+            k_cache_BKSH = cache.k_BKSH[layer].at[rows_BT, :, slots_BT].set(
+                k_BTKH.astype(cache.k_BKSH[layer].dtype), mode="drop")
+            v_cache_BKSH = cache.v_BKSH[layer].at[rows_BT, :, slots_BT].set(
+                v_BTKH.astype(cache.v_BKSH[layer].dtype), mode="drop")
+            cache = cache.replace(k_BKSH=_replace_at(cache.k_BKSH, layer, k_cache_BKSH),
+                                  v_BKSH=_replace_at(cache.v_BKSH, layer, v_cache_BKSH))
+            keys_BKSH = k_cache_BKSH.astype(x_BTD.dtype)
+            values_BKSH = v_cache_BKSH.astype(x_BTD.dtype)
             q_index_BT = slots_BT
             kv_index_BS = jnp.broadcast_to(jnp.arange(cache.max_len), (B, cache.max_len))
 
@@ -103,11 +104,23 @@ class Attention(nnx.Module):
                                   preferred_element_type=jnp.float32)
         scores_BKGTS = jnp.where(mask_BTS[:, None, None], scores_BKGTS, _NEG_INF)
         probs_BKGTS = jax.nn.softmax(scores_BKGTS, axis=-1).astype(x_BTD.dtype)
-        out_BTKGH = jnp.einsum("bkgts,bksh->btkgh", probs_BKGTS, values_BKSH)
+        if T == 1:
+            # one query per row: a fused multiply-reduce reads the values once, where the
+            # einsum became G-wide batched GEMMs that XLA runs several times slower
+            out_BKGH = jnp.sum(probs_BKGTS[:, :, :, 0, :, None] * values_BKSH[:, :, None],
+                               axis=3)
+            out_BTKGH = out_BKGH[:, None]
+        else:
+            out_BTKGH = jnp.einsum("bkgts,bksh->btkgh", probs_BKGTS, values_BKSH)
         out_BTF = out_BTKGH.reshape(B, T, c.num_heads * c.head_dim)
         o_FD = self.o_proj.get_value().astype(x_BTD.dtype).reshape(-1, c.hidden_size)
         out_BTD = out_BTF @ o_FD
         return out_BTD, cache
+
+
+def _replace_at(items: tuple, index: int, value) -> tuple:
+    """The tuple with items[index] replaced."""
+    return items[:index] + (value,) + items[index + 1:]
 
 
 class MLP(nnx.Module):
