@@ -8,6 +8,7 @@ check the untouched seed satisfies can never look solved without work.
 
 from __future__ import annotations
 
+import operator
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,7 @@ from envgen.db import SandboxedDB
 from envgen.world import Assertion, Check
 
 _NUM_RE = re.compile(r"-?\d+(?:\.\d+)?")
+_OPS = {"==": operator.eq, "!=": operator.ne, ">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
 
 
 @dataclass(frozen=True)
@@ -50,14 +52,7 @@ def compare(value: Any, op: str, expected: Any) -> bool:
     try:
         if isinstance(expected, (int, float)) and not isinstance(value, (int, float)):
             value = float(value)
-        return {
-            "==": lambda: value == expected,
-            "!=": lambda: value != expected,
-            ">=": lambda: value >= expected,
-            "<=": lambda: value <= expected,
-            ">": lambda: value > expected,
-            "<": lambda: value < expected,
-        }[op]()
+        return _OPS[op](value, expected)
     except (TypeError, ValueError):
         return False
 

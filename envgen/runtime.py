@@ -162,7 +162,9 @@ class Episode:
     def __init__(self, slot: Slot, world: CompiledWorld, task: Task | None = None):
         self.slot, self.world, self.task = slot, world, task
         self.reset_method = slot.reset(world)
-        self.recorder = ChangeRecorder(slot.db)
+        # Started just before the first tool that can write: until then there is nothing to
+        # record, and a read-only episode skips the session altogether.
+        self.recorder: ChangeRecorder | None = None
         self.calls = 0
         self._writes: list[tuple[CompiledSqlTool, Any]] = []  # successful writing calls, for _replay
         self.broken: str | None = None  # why the state is no longer trustworthy, if it is not
@@ -176,8 +178,11 @@ class Episode:
         if tool is None:
             return error_result("invalid_arguments", f"unknown tool {tool_name!r}")
         if tool.impl.kind != "sql":
+            self._will_write()
             return self._call_python(tool, arguments)
         sql_tool = self.world.sql_tools[tool_name]
+        if sql_tool.writes:
+            self._will_write()
         result = sql_tool(self.slot.db, arguments)
         if self.slot.held and sql_tool.writes:
             if self.slot.lost_transaction():
@@ -185,6 +190,10 @@ class Episode:
             elif result.ok:
                 self._writes.append((sql_tool, arguments))
         return result
+
+    def _will_write(self) -> None:
+        if self.recorder is None:
+            self.recorder = ChangeRecorder(self.slot.db)
 
     def _replay(self) -> None:
         """Put back the episode's writes after SQLite dropped the held transaction.
@@ -266,6 +275,8 @@ class Episode:
 
     def changes(self) -> list[dict[str, Any]]:
         """Rows inserted, deleted and updated so far, with old and new values (JSON-ready)."""
+        if self.recorder is None:  # no tool that writes has run
+            return []
         return self.recorder.changes(self.world.columns.__getitem__)
 
     def verdict(self, final_answer: str | None = None, changes: list[dict[str, Any]] | None = None) -> Verdict:
@@ -287,4 +298,6 @@ class Episode:
 
     def close(self) -> None:
         """Stop recording changes (the slot stays usable)."""
-        self.recorder.close()
+        if self.recorder is not None:
+            self.recorder.close()
+            self.recorder = None

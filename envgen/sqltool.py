@@ -16,6 +16,7 @@ import json
 import re
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import apsw
@@ -57,8 +58,11 @@ class CompiledSqlTool:
     validate: Any = field(repr=False)
     steps: tuple[SqlStep, ...]
     atomic: bool  # wrap the call in a savepoint (several writes, or a guard after a write)
+    # Column names of each read step's result, by step index, once known: the SQL and the
+    # world's schema fix them, and asking the cursor costs a few us per call.
+    names: dict[int, list[str]] = field(default_factory=dict, repr=False)
 
-    @property
+    @cached_property
     def writes(self) -> bool:
         """Whether any step writes rows."""
         return any(s.op == "write" for s in self.steps)
@@ -78,7 +82,10 @@ class CompiledSqlTool:
         args, err = self.validate(arguments)
         if err:
             return error_result("invalid_arguments", f"{self.tool.name}: {err}")
-        bind = {k: _bindable(v) for k, v in args.items()}
+        bind = args  # a fresh dict from the validator: converting values in place is safe
+        for k, v in args.items():
+            if isinstance(v, _CONVERT):
+                bind[k] = _bindable(v)
         if not self.atomic:
             return self._run(db, bind)
         with db.trusted():
@@ -99,7 +106,7 @@ class CompiledSqlTool:
         db.deadline = time.monotonic() + db.limits.call_seconds
         db.denied.clear()
         try:
-            for step in self.steps:
+            for i, step in enumerate(self.steps):
                 cur = db.conn.execute(step.sql, bind)
                 if step.op == "guard":
                     row = cur.fetchone()
@@ -109,7 +116,7 @@ class CompiledSqlTool:
                     if not ok:
                         return error_result("tool_error", _fill(step.error or "request refused", bind))
                 elif step.op == "read":
-                    out[step.output] = _shape(cur, step.shape)
+                    out[step.output] = self._shape(i, cur, step.shape)
                 else:
                     returned = cur.fetchall()  # runs the statement to completion (RETURNING too)
                     row = returned[0] if returned else None
@@ -137,20 +144,23 @@ class CompiledSqlTool:
             db.deadline = float("inf")
         return ToolResult("ok", out or {"status": "ok"})
 
+    def _shape(self, i: int, cur: apsw.Cursor, shape: str) -> Any:
+        if shape in ("count", "value"):
+            rows = cur.fetchall()
+            return len(rows) if shape == "count" else (rows[0][0] if rows else None)
+        names = self.names.get(i)
+        if names is None:
+            try:  # asked before fetching: a cursor that has run to completion no longer says
+                names = self.names[i] = [d[0] for d in cur.getdescription()]
+            except apsw.ExecutionCompleteError:  # the query produced no rows
+                names = []
+        rows = cur.fetchall()
+        if shape == "row":
+            return dict(zip(names, rows[0])) if rows else None
+        return [dict(zip(names, r)) for r in rows]
 
-def _shape(cur: apsw.Cursor, shape: str) -> Any:
-    try:
-        names = [d[0] for d in cur.getdescription()]
-    except apsw.ExecutionCompleteError:  # the query produced no rows
-        names = []
-    rows = cur.fetchall()
-    if shape == "count":
-        return len(rows)
-    if shape == "value":
-        return rows[0][0] if rows else None
-    if shape == "row":
-        return dict(zip(names, rows[0])) if rows else None
-    return [dict(zip(names, r)) for r in rows]
+
+_CONVERT = (list, dict, bool)
 
 
 def _bindable(v: Any) -> Any:

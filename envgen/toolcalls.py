@@ -86,39 +86,50 @@ def _split(text: str) -> tuple[list[str], str, bool]:
 
 def parse(text: str, *, max_calls: int = 1) -> Parsed:
     """Read one turn's text; never raises."""
+    name, arguments, error, outside = _read(text, max_calls)
+    return Parsed(None if name is None else Call(name, arguments), error, outside)
+
+
+def _read(text: Any, max_calls: int) -> tuple[str | None, Any, str | None, str]:
+    """`parse` without the objects: (tool name or None, arguments, format error or None, text outside the calls)."""
     if not isinstance(text, str):
-        return Parsed(None, f"a turn must be text, got {type(text).__name__}", "")
+        return None, None, f"a turn must be text, got {type(text).__name__}", ""
     blocks, outside, balanced = _split(text)
     outside = outside.strip()
     if not balanced:
-        return Parsed(None, "unbalanced <tool_call> tags (a call must be closed by </tool_call>)", outside)
+        return None, None, "unbalanced <tool_call> tags (a call must be closed by </tool_call>)", outside
     if not blocks:
-        return Parsed(None, None, outside)
+        return None, None, None, outside
     if len(blocks) > max_calls:
-        return Parsed(None, f"{len(blocks)} tool calls in one turn; at most {max_calls} allowed", outside)
+        return None, None, f"{len(blocks)} tool calls in one turn; at most {max_calls} allowed", outside
     body = blocks[0].strip()
     if body.startswith("```"):
         body = _FENCE_RE.sub("", body)
     try:
-        doc = json.loads(body)
+        doc = _loads(body)
     except (json.JSONDecodeError, RecursionError) as e:
-        return Parsed(None, f"the tool call is not valid JSON ({getattr(e, 'msg', e)})", outside)
-    call, err = call_from_json(doc)
-    return Parsed(call, err, outside)
+        return None, None, f"the tool call is not valid JSON ({getattr(e, 'msg', e)})", outside
+    name, arguments, err = _call_parts(doc)
+    return name, arguments, err, outside
 
 
 def call_from_json(doc: Any) -> tuple[Call | None, str | None]:
     """A Call from a decoded `{"name", "arguments"}` object, or a format error message."""
+    name, arguments, err = _call_parts(doc)
+    return (None, err) if err else (Call(name, arguments), None)
+
+
+def _call_parts(doc: Any) -> tuple[str | None, Any, str | None]:
     if not isinstance(doc, dict):
-        return None, f"a tool call must be a JSON object, got {type(doc).__name__}"
+        return None, None, f"a tool call must be a JSON object, got {type(doc).__name__}"
     name = doc.get("name")
     if not isinstance(name, str) or not name:
-        return None, 'a tool call needs a non-empty string "name"'
-    extra = set(doc) - {"name", "arguments"}
-    if extra:
-        return None, f"unexpected keys in the tool call: {', '.join(sorted(extra))}"
+        return None, None, 'a tool call needs a non-empty string "name"'
+    if len(doc) > 2 or (len(doc) == 2 and "arguments" not in doc):
+        extra = set(doc) - {"name", "arguments"}
+        return None, None, f"unexpected keys in the tool call: {', '.join(sorted(extra))}"
     args = doc.get("arguments", {})
-    return Call(name, {} if args is None else args), None
+    return name, {} if args is None else args, None
 
 
 def as_call(x: Any) -> Call | str:
@@ -137,58 +148,73 @@ def tool_listing(world) -> list[dict[str, Any]]:
     return [{"name": t.name, "description": t.description, "input_schema": t.parameters} for t in world.tools]
 
 
+# Built once: json.dumps with options builds a new encoder on every call.
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str).encode
+_loads = json.JSONDecoder().decode
+
+
 def observe(payload: Any, *, limit: int = MAX_OBSERVATION_CHARS) -> str:
     """JSON text of a result, cut at `limit` characters with a marker saying so."""
-    text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), default=str)
+    text = _encode(payload)
     if len(text) <= limit:
         return text
     return text[:limit] + f" ...[truncated: the result has {len(text)} characters; the first {limit} are shown]"
 
 
 def _fail(outcome: str, message: str, tool: str | None = None) -> Observation:
-    return Observation(outcome, observe({"error": message}), tool)
+    return Observation(*_failed(outcome, message, tool))
 
 
 def step(episode, protocol: Protocol, turn: Any, *, limit: int = MAX_OBSERVATION_CHARS) -> Observation:
     """Run one turn (model text or a call) in `episode` and return what the model sees; never raises."""
+    return Observation(*turn_tuple(episode, protocol, turn, limit))
+
+
+def _failed(outcome: str, message: str, tool: str | None = None) -> tuple[str, str, str | None]:
+    return outcome, observe({"error": message}), tool
+
+
+def turn_tuple(episode, protocol: Protocol, turn: Any, limit: int = MAX_OBSERVATION_CHARS) -> tuple[str, str, str | None]:
+    """`step` as a plain (outcome, text, tool) tuple: the pool's hot path, where it crosses a pipe."""
     protocol.turns += 1
-    turn = as_call(turn)
     if isinstance(turn, str):
-        parsed = parse(turn, max_calls=protocol.max_calls)
-        if parsed.error:
-            return _fail("format_error", parsed.error)
-        if parsed.call is None:
-            return Observation("answer", parsed.text)
-        turn = parsed.call
-    name, args = turn.name, turn.arguments
+        name, args, error, outside = _read(turn, protocol.max_calls)
+        if error:
+            return _failed("format_error", error)
+        if name is None:
+            return "answer", outside, None
+    else:
+        turn = as_call(turn)
+        name, args = turn.name, turn.arguments
+    world = episode.world
     if protocol.surface == "mcp":
         if name == "list_tools":
             if protocol.listed or episode.calls:
-                return _fail("format_error", "list_tools may be called once, as the first call", name)
+                return _failed("format_error", "list_tools may be called once, as the first call", name)
             if args not in ({}, None):
-                return _fail("format_error", "list_tools takes no arguments", name)
+                return _failed("format_error", "list_tools takes no arguments", name)
             protocol.listed = True
-            return Observation("ok", observe({"tools": tool_listing(episode.world.world)}, limit=max(limit, 1 << 20)), name)
+            return "ok", observe({"tools": tool_listing(world.world)}, limit=max(limit, 1 << 20)), name
         if name != "call_tool":
-            return _fail("format_error", f"unknown tool {name!r}; the tools are list_tools and call_tool", name)
+            return _failed("format_error", f"unknown tool {name!r}; the tools are list_tools and call_tool", name)
         if not protocol.listed:
-            return _fail("format_error", "call list_tools first", name)
+            return _failed("format_error", "call list_tools first", name)
         if not isinstance(args, dict) or not isinstance(args.get("tool_name"), str) or set(args) - {"tool_name", "arguments"}:
-            return _fail("format_error", 'call_tool takes {"tool_name": <string>, "arguments": <object or JSON string>}', name)
+            return _failed("format_error", 'call_tool takes {"tool_name": <string>, "arguments": <object or JSON string>}', name)
         name, args = args["tool_name"], args.get("arguments", {})
-        if name.startswith("mcp_tool_") and episode.world.tool(name) is None:
+        if name.startswith("mcp_tool_") and world.tool(name) is None:
             name = name[len("mcp_tool_"):]
         if isinstance(args, str):
             try:
-                args = json.loads(args) if args.strip() else {}
+                args = _loads(args) if args.strip() else {}
             except (json.JSONDecodeError, RecursionError) as e:
-                return _fail("format_error", f"call_tool arguments are not valid JSON ({getattr(e, 'msg', e)})", name)
-    if episode.world.tool(name) is None:
-        known = ", ".join(t.name for t in episode.world.world.tools)
-        return _fail("format_error", f"unknown tool {name!r}; the tools are: {known}", name)
+                return _failed("format_error", f"call_tool arguments are not valid JSON ({getattr(e, 'msg', e)})", name)
+    if name not in world.tools_by_name:
+        known = ", ".join(t.name for t in world.world.tools)
+        return _failed("format_error", f"unknown tool {name!r}; the tools are: {known}", name)
     try:
         result = episode.call(name, {} if args is None else args)
     except Exception as e:  # noqa: BLE001 - the environment must never kill a rollout
-        return _fail("env_error", f"{name}: internal error: {type(e).__name__}: {e}", name)
+        return _failed("env_error", f"{name}: internal error: {type(e).__name__}: {e}", name)
     outcome = "format_error" if result.outcome == "invalid_arguments" else result.outcome
-    return Observation(outcome, observe(result.payload, limit=limit), name)
+    return outcome, observe(result.payload, limit=limit), name
