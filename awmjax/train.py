@@ -147,6 +147,7 @@ def train(cfg: RunConfig, *, progress: bool = True, stop_after: int | None = Non
         pool.register(worlds)
         bar = tqdm(range(start, last), initial=start, total=t.steps, desc="train", unit="step", disable=not progress)
         for step in bar:
+            t_step = time.perf_counter()
             # keep up to max_lag + 1 batches sampled ahead: their judgements overlap this update
             while len(in_flight) <= cfg.judge.max_lag and next_batch < last:
                 results, rstats = rollout(next_batch, step)
@@ -172,6 +173,7 @@ def train(cfg: RunConfig, *, progress: bool = True, stop_after: int | None = Non
             metrics.update(judge_wait_seconds=judge_wait, judge_fallbacks=float(judges.fallbacks),
                            judge_seconds_mean=float(np.mean(judged)) if judged else 0.0,
                            policy_lag=float(np.mean([step - e.policy_version for e in results])))
+            metrics["step_seconds"] = time.perf_counter() - t_step
             log.write(step + 1, metrics)
             bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}", complete=f"{metrics['outcome/complete']:.2f}")
             if (step + 1) % t.checkpoint_every == 0 or step + 1 == t.steps:
