@@ -15,10 +15,13 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from awmjax.model.sharding import DEFAULT_RULES
 from awmjax.rl.batch import TrainBatch
 from awmjax.rl.config import GRPOConfig
 from awmjax.rl.loss import policy_loss
+from awmjax.rl.sharding import batch_axes, batch_shardings, rows_per_shard, tree_shardings
 
 
 @dataclass(frozen=True)
@@ -81,9 +84,21 @@ def token_logprobs(graphdef, params, tokens_BT, positions_BT, targets_BT) -> tup
     return logp_BT, entropy_BT
 
 
-def make_train_step(graphdef, optim: OptimConfig, grpo: GRPOConfig, micro_batch: int):
-    """Build the jitted train step for this model structure and these configs."""
+def make_train_step(graphdef, optim: OptimConfig, grpo: GRPOConfig, micro_batch: int,
+                    mesh: Mesh | None = None, *, rules=DEFAULT_RULES):
+    """Build the jitted train step for this model structure and these configs.
+
+    With a mesh, the state is expected placed by `shard_state` and the batch by `place_batch`
+    (awmjax.rl.sharding); the step keeps params, optimizer state and gradients sharded per the
+    rules table and every micro-batch split over data x fsdp.
+    """
     tx = optim.make()
+    if mesh is not None and micro_batch % rows_per_shard(mesh, rules):
+        raise ValueError(f"micro_batch={micro_batch} must be a multiple of the data x fsdp size "
+                         f"{rows_per_shard(mesh, rules)} of the mesh {dict(mesh.shape)}")
+
+    def on_mesh(tree, shardings):
+        return tree if mesh is None else jax.lax.with_sharding_constraint(tree, shardings)
 
     def micro_loss(params, ref_params, mb: dict, total_tokens):
         logp_BT, entropy_BT = token_logprobs(graphdef, params, mb["tokens"], mb["positions"], mb["targets"])
@@ -102,12 +117,19 @@ def make_train_step(graphdef, optim: OptimConfig, grpo: GRPOConfig, micro_batch:
             "tokens": batch.tokens_BT, "targets": batch.targets_BT, "mask": batch.mask_BT,
             "old_logp": batch.old_logp_BT, "adv": batch.adv_B, "positions": batch.positions_BT,
         }
-        mbs = jax.tree.map(lambda a: a.reshape((M, micro_batch) + a.shape[1:]), arrays)
+        # Micro-batch m takes rows m, M + m, 2M + m, ...: a row-sharded batch splits into
+        # row-sharded micro-batches with no data movement.
+        mbs = jax.tree.map(lambda a: a.reshape((micro_batch, M) + a.shape[1:]).swapaxes(0, 1), arrays)
+        if mesh is not None:
+            mbs = jax.tree.map(lambda a: on_mesh(a, NamedSharding(mesh, PartitionSpec(None, batch_axes(mesh, rules)))), mbs)
         total_tokens = batch.mask_BT.sum()
         grad_fn = jax.grad(micro_loss, has_aux=True)
 
+        param_shardings = None if mesh is None else tree_shardings(state.params, mesh, rules)
+
         def body(acc, mb):
             grads, metrics = grad_fn(state.params, state.ref_params, mb, total_tokens)
+            grads = on_mesh(grads, param_shardings)
             return jax.tree.map(jnp.add, acc, (grads, metrics)), None
 
         zero_grads = jax.tree.map(jnp.zeros_like, state.params)
@@ -119,9 +141,21 @@ def make_train_step(graphdef, optim: OptimConfig, grpo: GRPOConfig, micro_batch:
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics["param_norm"] = optax.tree.norm(params)
-        return TrainState(params, opt_state, state.step + 1, state.ref_params), metrics
+        new_state = TrainState(params, opt_state, state.step + 1, state.ref_params)
+        if mesh is not None:
+            new_state = on_mesh(new_state, tree_shardings(new_state, mesh, rules))
+        return new_state, metrics
 
-    return jax.jit(train_step, donate_argnums=0)
+    if mesh is None:
+        return jax.jit(train_step, donate_argnums=0)
+    batch_in = batch_shardings(mesh, rules)
+    jitted = jax.jit(lambda state, batch: train_step(state, on_mesh(batch, batch_in)), donate_argnums=0)
+
+    def step_on_mesh(state: TrainState, batch: TrainBatch) -> tuple[TrainState, dict]:
+        with jax.set_mesh(mesh):  # the model's logical-axis constraints on activations apply
+            return jitted(state, batch)
+
+    return step_on_mesh
 
 
 jax.tree_util.register_dataclass(

@@ -1,0 +1,80 @@
+"""The train state and batches on a ('data', 'fsdp', 'tensor') mesh, in one process or many.
+
+Parameters, their optimizer moments and the reference copy are nnx Variables that carry
+logical axis names, so all three follow the model's rules table; every other leaf (step
+counters) is replicated. A batch is split by rows over data x fsdp. In a multi-process
+run every process holds only its own rows and `place_batch` joins them into one global
+array, rows in process order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from awmjax.model.sharding import DEFAULT_RULES, logical_to_spec, param_sharding
+from awmjax.rl.batch import TrainBatch
+
+
+def _is_variable(x) -> bool:
+    return isinstance(x, nnx.Variable)
+
+
+def tree_shardings(tree: Any, mesh: Mesh, rules=DEFAULT_RULES) -> Any:
+    """A tree of NamedShardings shaped like `tree`: Variables by their logical axes, other leaves replicated."""
+    replicated = NamedSharding(mesh, PartitionSpec())
+
+    def one(x):
+        if _is_variable(x):
+            sharding = param_sharding(x, mesh, rules)
+            return jax.tree.map(lambda _: sharding, x)  # same Variable node, the sharding as its leaf
+        return replicated
+
+    return jax.tree.map(one, tree, is_leaf=_is_variable)
+
+
+def shard_state(state: Any, mesh: Mesh, rules=DEFAULT_RULES) -> Any:
+    """Place a train state (every process holding the same full values) on the mesh per the rules table."""
+
+    def put(x, sharding):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return jax.device_put(x, sharding)  # already global: reshard
+        host = np.asarray(x)  # each process builds only the shards its devices hold
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    return jax.tree.map(put, state, tree_shardings(state, mesh, rules))
+
+
+def batch_axes(mesh: Mesh, rules=DEFAULT_RULES) -> str | tuple[str, ...] | None:
+    """The mesh axes a batch's rows are split over (data x fsdp by default)."""
+    return logical_to_spec(("batch",), mesh=mesh, rules=rules)[0]
+
+
+def rows_per_shard(mesh: Mesh, rules=DEFAULT_RULES) -> int:
+    """How many ways the rows of a batch are split."""
+    axes = batch_axes(mesh, rules)
+    axes = () if axes is None else (axes,) if isinstance(axes, str) else axes
+    return int(np.prod([mesh.shape[a] for a in axes], dtype=np.int64))
+
+
+def batch_sharding(mesh: Mesh, ndim: int, rules=DEFAULT_RULES) -> NamedSharding:
+    """Rows over data x fsdp, every other dimension whole."""
+    return NamedSharding(mesh, PartitionSpec(batch_axes(mesh, rules), *(None,) * (ndim - 1)))
+
+
+def batch_shardings(mesh: Mesh, rules=DEFAULT_RULES) -> TrainBatch:
+    """The sharding of each TrainBatch field."""
+    return TrainBatch(*(batch_sharding(mesh, 1 if f.name.endswith("_B") else 2, rules)
+                        for f in dataclasses.fields(TrainBatch)))
+
+
+def place_batch(batch: TrainBatch, mesh: Mesh, rules=DEFAULT_RULES) -> TrainBatch:
+    """This process's rows as global arrays on the mesh; the global batch is every process's rows in process order."""
+    shardings = batch_shardings(mesh, rules)
+    return TrainBatch(*(jax.make_array_from_process_local_data(getattr(shardings, f.name), np.asarray(getattr(batch, f.name)))
+                        for f in dataclasses.fields(TrainBatch)))
