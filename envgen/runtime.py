@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from envgen.args import compile_validator
 from envgen.checks import Verdict, assertion_states, judge_sql_check
 from envgen.db import ChangeRecorder, Limits, SandboxedDB
 from envgen.sandbox import PythonSandbox
@@ -37,14 +38,14 @@ class CompiledWorld:
     def id(self) -> str:
         return self.world.id
 
-    @cached_property
-    def tools_by_name(self) -> dict[str, Tool]:
-        """The world's tools by name."""
-        return {t.name: t for t in self.world.tools}
-
     def tool(self, name: str) -> Tool | None:
         """The world's tool called `name`, or None."""
-        return self.tools_by_name.get(name)
+        return self.world.tool(name)
+
+    @cached_property
+    def python_validators(self) -> dict[str, Any]:
+        """Argument validators of the Python tools, compiled once per world."""
+        return {t.name: compile_validator(t.parameters) for t in self.world.tools if t.impl.kind == "python"}
 
     @property
     def sql_only(self) -> bool:
@@ -210,9 +211,7 @@ class Episode:
                 self.broken = "the episode's state could not be restored after an interrupted write"
 
     def _call_python(self, tool, arguments: Any) -> ToolResult:
-        from envgen.args import compile_validator
-
-        args, err = compile_validator(tool.parameters)(arguments)
+        args, err = self.world.python_validators[tool.name](arguments)
         if err:
             return error_result("invalid_arguments", f"{tool.name}: {err}")
         res = self.slot.sandbox().run_tool(tool.impl.source, tool.impl.entry, self.slot.image(), args)

@@ -209,7 +209,7 @@ def turn_tuple(episode, protocol: Protocol, turn: Any, limit: int = MAX_OBSERVAT
                 args = _loads(args) if args.strip() else {}
             except (json.JSONDecodeError, RecursionError) as e:
                 return _failed("format_error", f"call_tool arguments are not valid JSON ({getattr(e, 'msg', e)})", name)
-    if name not in world.tools_by_name:
+    if world.tool(name) is None:
         known = ", ".join(t.name for t in world.world.tools)
         return _failed("format_error", f"unknown tool {name!r}; the tools are: {known}", name)
     try:

@@ -178,13 +178,16 @@ class World:
     tasks: tuple[Task, ...]
     id: str = ""
 
+    _tools_by_name: dict[str, Tool] = field(default=None, init=False, repr=False, compare=False)
+
     def __post_init__(self):
         if not self.id:
             object.__setattr__(self, "id", compute_id(self))
+        object.__setattr__(self, "_tools_by_name", {t.name: t for t in self.tools})
 
     def tool(self, name: str) -> Tool | None:
         """The tool called `name`, or None."""
-        return _tool_index(self).get(name)
+        return self._tools_by_name.get(name)
 
     def task(self, task_id: str) -> Task:
         """The task with id `task_id` (KeyError names the world if absent)."""
@@ -201,20 +204,6 @@ class World:
     def seed_row_count(self) -> int:
         """Total number of seed rows."""
         return sum(len(t["rows"]) for t in self.seed.values())
-
-
-_TOOL_INDEX: dict[int, dict[str, Tool]] = {}
-
-
-def _tool_index(world: World) -> dict[str, Tool]:
-    key = id(world.tools)
-    idx = _TOOL_INDEX.get(key)
-    if idx is None or (idx and next(iter(idx.values())) is not world.tools[0]):
-        idx = {t.name: t for t in world.tools}
-        if len(_TOOL_INDEX) > 4096:
-            _TOOL_INDEX.clear()
-        _TOOL_INDEX[key] = idx
-    return idx
 
 
 # --------------------------------------------------------------------------- to JSON
