@@ -34,15 +34,15 @@ class BuildReport:
 _SLOT = None
 
 
-def _generate_and_validate(job: tuple[int, int]) -> tuple[int, str, list[dict[str, Any]]]:
+def _generate_and_validate(job: tuple[int, int, str]) -> tuple[int, str, list[dict[str, Any]]]:
     from envgen.procgen import generate_world
     from envgen.runtime import Slot
 
     global _SLOT
     if _SLOT is None:
         _SLOT = Slot()  # one sandboxed connection per worker, reused for every world
-    seed, index = job
-    world = generate_world(seed, index)
+    seed, index, profile = job
+    world = generate_world(seed, index, profile)
     failures = validate_world(world, _SLOT)
     return index, dumps(world), [f.__dict__ for f in failures]
 
@@ -56,14 +56,22 @@ def generate_catalog(
     held_out: float = 0.1,
     overwrite: bool = False,
     progress: bool = True,
+    profile: str = "full",
 ) -> BuildReport:
-    """Generate `n` procedural worlds, validate each, and write the catalog at `out`."""
+    """Generate `n` procedural worlds, validate each, and write the catalog at `out`.
+
+    `profile` is "full" (the default catalog) or "compact" (fewer tools and tasks per
+    world, for CPU-sized demos; see envgen.procgen.generate_world)."""
+    from envgen.procgen import PROFILES
+
+    if profile not in PROFILES:
+        raise ValueError(f"profile={profile!r}; allowed: {', '.join(PROFILES)}")
     if n <= 0:
         raise ValueError(f"n must be positive, got {n}")
     workers = workers or os.cpu_count() or 1
     start = time.perf_counter()
     results: list[tuple[int, str, list]] = []
-    jobs = [(seed, i) for i in range(n)]
+    jobs = [(seed, i, profile) for i in range(n)]
     bar = tqdm(total=n, desc="generate+validate", unit="world", disable=not progress, dynamic_ncols=True)
     if workers == 1:
         for job in jobs:
@@ -89,7 +97,7 @@ def generate_catalog(
         rejected=rejected,
         held_out=held_out,
         overwrite=overwrite,
-        provenance={"generator": "envgen.procgen", "seed": seed, "n_requested": n, "held_out": held_out},
+        provenance={"generator": "envgen.procgen", "profile": profile, "seed": seed, "n_requested": n, "held_out": held_out},
     )
     return BuildReport(str(path), len(accepted), len(rejected), time.perf_counter() - start, by_rule)
 

@@ -13,6 +13,7 @@ Files: `archetypes` + `domains_a/_b` (domain vocabulary), `naming` (conventions)
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from typing import Iterator
 
@@ -25,7 +26,7 @@ from envgen.procgen.tools import build_tools
 from envgen.procgen import words as wd  # noqa: I001 (the module, not naming.words)
 from envgen.world import Scenario, World
 
-__all__ = ["generate_world", "generate_worlds", "categories"]
+__all__ = ["generate_world", "generate_worlds", "categories", "PROFILES"]
 
 
 def categories() -> tuple[str, ...]:
@@ -33,24 +34,64 @@ def categories() -> tuple[str, ...]:
     return tuple(a.category for a in all_archetypes())
 
 
-def generate_world(rng_seed: int, index: int) -> World:
-    """World number `index` of the stream seeded by `rng_seed` (deterministic)."""
+PROFILES = ("full", "compact")
+
+
+def generate_world(rng_seed: int, index: int, profile: str = "full") -> World:
+    """World number `index` of the stream seeded by `rng_seed` (deterministic).
+
+    profile "full" keeps every tool and ten tasks; "compact" (the CPU demo's worlds) keeps
+    two of those tasks, of different kinds, and only the tools their gold sequences call plus one distractor, so prompts are
+    a few hundred tokens instead of a few thousand. The tasks are the same kinds as in the
+    full world, so a compact catalog is smaller, not easier in kind.
+    """
+    if profile not in PROFILES:
+        raise ValueError(f"profile={profile!r}; allowed: {', '.join(PROFILES)}")
     archetypes = all_archetypes()
     order = random.Random(f"awmjax-procgen-order/{rng_seed}").sample(range(len(archetypes)), len(archetypes))
     arch = archetypes[order[index % len(archetypes)]]
     for attempt in range(20):
         rng = random.Random(f"awmjax-procgen/{rng_seed}/{index}/{attempt}")
         try:
-            return _build(rng, arch)
+            world = _build(rng, arch)
+            return _compact(world, rng) if profile == "compact" else world
         except RuntimeError:  # too few tasks fit this draw; draw again
             continue
     raise RuntimeError(f"could not generate world {index} of seed {rng_seed} ({arch.category})")
 
 
-def generate_worlds(n: int, seed: int = 0) -> Iterator[World]:
+def generate_worlds(n: int, seed: int = 0, profile: str = "full") -> Iterator[World]:
     """The first `n` worlds of the stream seeded by `seed`."""
     for i in range(n):
-        yield generate_world(seed, i)
+        yield generate_world(seed, i, profile)
+
+
+COMPACT_TASKS = 2
+
+
+def _compact(world: World, rng: random.Random) -> World:
+    """The compact profile of a full world: two of its tasks and only the tools they need (+1).
+
+    The two tasks are of different kinds (drawn in random order from: read-only, multi-step
+    write, other write), so across a catalog every kind and difficulty keeps appearing.
+    """
+    tasks = list(world.tasks)
+    rng.shuffle(tasks)
+    kinds = [lambda t: "read-only" in t.tags, lambda t: "multi-step" in t.tags and "write" in t.tags,
+             lambda t: "write" in t.tags and "multi-step" not in t.tags]
+    rng.shuffle(kinds)
+    picks: list = []
+    for want in kinds:
+        pick = next((t for t in tasks if want(t) and t not in picks), None)
+        if pick is not None and len(picks) < COMPACT_TASKS:
+            picks.append(pick)
+    picks += [t for t in tasks if t not in picks][: COMPACT_TASKS - len(picks)]
+    used = {c.tool for t in picks for c in t.gold or ()}
+    spare = sorted(t.name for t in world.tools if t.name not in used)
+    keep = used | {rng.choice(spare)} if spare else used
+    picks.sort(key=lambda t: t.id)
+    tasks = tuple(dataclasses.replace(t, id=f"t{i:02d}") for i, t in enumerate(picks))
+    return dataclasses.replace(world, id="", tools=tuple(t for t in world.tools if t.name in keep), tasks=tasks)
 
 
 def _build(rng: random.Random, arch) -> World:
