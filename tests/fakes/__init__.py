@@ -1,0 +1,1 @@
+"""Fake services for tests: an OpenAI-compatible replay server (replay_server.py)."""
