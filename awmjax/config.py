@@ -6,7 +6,8 @@
     [grpo]     advantage, clip_low, clip_high, importance, kl_coef
     [reward]   complete, partial, incomplete, format_error, env_error
     [optim]    learning_rate, warmup_steps, max_grad_norm, weight_decay
-    [judge]    name, concurrency, timeout_s, retries, max_lag
+    [judge]    name (code | llm | code-augmented), concurrency, timeout_s, retries, max_lag,
+               base_url, model, api_key_env, max_tokens, temperature (the LLM judges' endpoint)
 
 Unknown sections or keys are errors that name the file, the section, the key and the
 allowed keys; values are validated by each dataclass's __post_init__.

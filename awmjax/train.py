@@ -143,7 +143,7 @@ def train(cfg: RunConfig, *, progress: bool = True, stop_after: int | None = Non
 
     in_flight: deque = deque()  # (batch index, episodes, rollout stats, future of judgements)
     next_batch = start
-    with Pool(n_slots=n_slots) as pool, JudgeRunner(make_judge(cfg.judge.name), cfg.judge) as judges:
+    with Pool(n_slots=n_slots) as pool, JudgeRunner(make_judge(cfg.judge.name, **cfg.judge.options()), cfg.judge) as judges:
         pool.register(worlds)
         bar = tqdm(range(start, last), initial=start, total=t.steps, desc="train", unit="step", disable=not progress)
         for step in bar:
@@ -170,7 +170,7 @@ def train(cfg: RunConfig, *, progress: bool = True, stop_after: int | None = Non
             sampler.set_params(nnx.merge(graphdef, state.params))
             metrics = _step_metrics(rstats, astats, step_metrics, train_seconds)
             judged = [j.seconds for j in judgements if j.source != "rollout"]
-            metrics.update(judge_wait_seconds=judge_wait, judge_fallbacks=float(judges.fallbacks),
+            metrics.update(judge_wait_seconds=judge_wait, judge_fallbacks=float(judges.fallbacks), judge_retries=float(judges.retries),
                            judge_seconds_mean=float(np.mean(judged)) if judged else 0.0,
                            policy_lag=float(np.mean([step - e.policy_version for e in results])))
             metrics["step_seconds"] = time.perf_counter() - t_step
