@@ -363,21 +363,47 @@ class Conversation:
                 out.append({"role": turn.role, "content": inner.partition("\n")[2]})
         return out
 
+    def pinned_turns(self) -> list[int]:
+        """Turns every history-limited context keeps: system, task and, on the mcp surface, the first
+        step (the policy's list_tools call and the listing; the pool makes any other first call a
+        format error that ends the episode)."""
+        keep = [0, 1]
+        steps = [i for i, t in enumerate(self.turns) if t.role == "assistant"]
+        if self.config.surface == "mcp" and steps:
+            keep += range(steps[0], steps[1] if len(steps) > 1 else len(self.turns))
+        return keep
+
+    def context_turns(self, before: int, window: int | None) -> list[int]:
+        """The turns the policy sees when writing turn `before` under history limit `window` (AWM's HL):
+        the pinned turns and the last `window` steps (assistant turn + tool response); None keeps all.
+        Inference (`history_prompt`) and training (`history_sample`) both read this one rule."""
+        if window is not None and window < 1:
+            raise ValueError(f"window={window}; it must be at least 1 (or None for the full history)")
+        steps = [i for i in range(before) if self.turns[i].role == "assistant"]
+        if window is None or len(steps) <= window:
+            return list(range(before))
+        recent = set(range(steps[-window], before))
+        return sorted(recent.union(i for i in self.pinned_turns() if i < before))
+
+    def history_prompt_ids(self, window: int | None) -> list[int]:
+        """The prompt for the next assistant turn under history limit `window` (None: everything)."""
+        ids = []
+        for i in self.context_turns(len(self.turns), window):
+            ids += self._ids[self.turns[i].start : self.turns[i].end]
+        return ids + self._generation_prompt
+
     def history_sample(self, assistant_index: int, window: int) -> tuple[list[int], list[int], list[float]]:
-        """Ids, mask and logprobs of a history-limited sample: system, task, and the last `window` steps
-        ending at the given assistant turn, with only that turn trainable."""
-        if window < 1:
-            raise ValueError(f"window={window}; it must be at least 1 (the newest turn itself)")
+        """Ids, mask and logprobs of a history-limited sample: the context the policy saw when it wrote
+        the given assistant turn (`context_turns`), then that turn, the only trainable one."""
         positions = [i for i, t in enumerate(self.turns) if t.role == "assistant"]
         if not -len(positions) <= assistant_index < len(positions):
             raise ValueError(
                 f"assistant_index={assistant_index}, but the conversation has {len(positions)} assistant turns"
             )
         target = positions[assistant_index]
-        first = positions[max(0, positions.index(target) - window + 1)]
-        head = self.turns[:2]
         ids, mask, logprobs = [], [], []
-        for i, turn in [*enumerate(head), *[(j, self.turns[j]) for j in range(first, target + 1)]]:
+        for i in [*self.context_turns(target, window), target]:
+            turn = self.turns[i]
             ids += self._ids[turn.start : turn.end]
             keep = i == target
             mask += self._mask[turn.start : turn.end] if keep else [0] * (turn.end - turn.start)

@@ -9,7 +9,9 @@ batch reads exactly what the sampler wrote.
 History limit w (AWM's HL): the prompt the policy sees holds the system turn, the
 task, on the mcp surface the tool-listing exchange, and only the last w steps
 (assistant turn + tool response). The same rule builds the training samples
-(`history_prompt` here, `Conversation.history_sample` in training).
+(`Conversation.context_turns`, read by `history_prompt` here and by
+`Conversation.history_sample` in training, so a training sample holds exactly the
+prompt its turn was sampled from).
 """
 
 from __future__ import annotations
@@ -77,25 +79,9 @@ class EpisodeResult:
         return sum(1 for t in self.conversation.turns if t.role == "assistant")
 
 
-def history_prompt(conv: Conversation, window: int | None, *, pin_first_step: bool) -> list[int]:
+def history_prompt(conv: Conversation, window: int | None) -> list[int]:
     """The prompt for the next turn under history limit `window` (None: the whole conversation)."""
-    full = conv.prompt_ids()
-    if window is None:
-        return full
-    turns = conv.turns
-    steps = [i for i, t in enumerate(turns) if t.role == "assistant"]
-    if len(steps) <= window + (1 if pin_first_step else 0):
-        return full
-    keep = list(range(2))  # system, task
-    if pin_first_step:  # mcp: the list_tools call and its answer stay, as in AWM
-        first = steps[0]
-        keep += list(range(first, steps[1]))
-    keep += list(range(steps[-window], len(turns)))
-    ids = conv.ids
-    out: list[int] = []
-    for i in keep:
-        out += ids[turns[i].start : turns[i].end]
-    return out + full[len(ids):]  # the generation prefix
+    return conv.history_prompt_ids(window)
 
 
 def run_episodes(
@@ -123,7 +109,6 @@ def run_episodes(
             res.outcome, res.end_reason = "env_error", "env_error"
             res.messages.append(f"reset failed: {r.error}")
     active = [i for i, r in enumerate(results) if not r.end_reason]
-    pin = cfg.surface == "mcp"
     while active:
         prompts, budgets, live = [], [], []
         for i in active:
@@ -131,7 +116,7 @@ def run_episodes(
             if res.turns >= cfg.max_turns:
                 res.end_reason = "max_turns"
                 continue
-            prompt = history_prompt(res.conversation, cfg.history_window, pin_first_step=pin)
+            prompt = history_prompt(res.conversation, cfg.history_window)
             budget = min(cfg.max_new_tokens, cfg.max_context - len(prompt))
             if budget <= 0:
                 res.end_reason = "context"

@@ -1,8 +1,9 @@
 """From episodes to a training batch: rewards, group advantages, history-limited samples, packing.
 
 History-limited training (AWM's HL): a T-turn episode becomes T samples, each the
-system turn, the task, and the last w steps ending at one assistant turn, with loss on
-that turn only. Full-history training gives one sample per episode with loss on every
+exact prompt its assistant turn was sampled from (system turn, task, on the mcp surface
+the list_tools exchange, and the last w steps before it; `Conversation.context_turns`)
+followed by that turn, with loss on that turn only. Full-history training gives one sample per episode with loss on every
 policy turn. Samples are padded to a few bucket lengths (powers of two) and batches to
 a multiple of the micro-batch, so XLA compiles a handful of programs, not one per batch.
 """

@@ -192,12 +192,14 @@ def test_messages_round_trip_the_turn_texts(tok):
 def test_history_sample_keeps_system_task_and_last_steps(tok):
     conv, _ = episode(tok)
     t = conv.turns
+    # window 1: the turn is written after the one step before it (as the prompt it was sampled from held)
     ids, mask, logprobs = conv.history_sample(-1, window=1)
-    assert ids == conv.turn_ids(t[0]) + conv.turn_ids(t[1]) + conv.turn_ids(t[6])
+    assert ids == sum((conv.turn_ids(t[i]) for i in (0, 1, 4, 5, 6)), [])
     assert sum(mask) == sum(conv.mask[t[6].start : t[6].end]) and len(mask) == len(ids) == len(logprobs)
-    ids2, mask2, _ = conv.history_sample(2, window=2)
-    assert ids2 == conv.turn_ids(t[0]) + conv.turn_ids(t[1]) + sum((conv.turn_ids(x) for x in t[4:7]), [])
-    assert mask2[-(t[6].end - t[6].start):] == list(conv.mask[t[6].start : t[6].end]) and sum(mask2) == sum(mask)
+    assert mask[-(t[6].end - t[6].start):] == list(conv.mask[t[6].start : t[6].end])
+    ids2, mask2, _ = conv.history_sample(1, window=1)
+    assert ids2 == sum((conv.turn_ids(x) for x in t[:5]), [])
+    assert sum(mask2) == sum(conv.mask[t[4].start : t[4].end])
     full, full_mask, _ = conv.history_sample(2, window=10)
     assert full == list(conv.ids) and sum(full_mask) < sum(conv.mask)
     with pytest.raises(ValueError, match="window"):

@@ -101,10 +101,61 @@ def test_history_window_keeps_system_task_and_last_steps(tokenizer):
     for k in range(3):
         conv.append_assistant(tokenizer.encode(f"step {k}") + [tokenizer.im_end_id])
         conv.append_tool_responses([f"result {k}"])
-    full = tokenizer.decode(history_prompt(conv, None, pin_first_step=False))
-    one = tokenizer.decode(history_prompt(conv, 1, pin_first_step=False))
+    full = tokenizer.decode(history_prompt(conv, None))
+    one = tokenizer.decode(history_prompt(conv, 1))
     assert all(f"step {k}" in full for k in range(3))
     assert "Do it." in one and "step 2" in one and "result 2" in one and "step 0" not in one and "step 1" not in one
-    pinned = tokenizer.decode(history_prompt(conv, 1, pin_first_step=True))
-    assert "step 0" in pinned and "step 1" not in pinned and "step 2" in pinned
     assert one.endswith("<|im_start|>assistant\n")
+
+
+class PromptRecorder(ScriptedPolicy):
+    """The scripted policy, keeping every prompt it was given."""
+
+    def __init__(self, tokenizer):
+        super().__init__(tokenizer)
+        self.prompts = []
+
+    def generate(self, prompts, sampling, *, budgets=None):
+        self.prompts += [list(p) for p in prompts]
+        return super().generate(prompts, sampling, budgets=budgets)
+
+
+def test_mcp_history_limit_pins_the_tool_listing_in_prompts_and_training_samples(tokenizer, pool, monkeypatch):
+    from awmjax.rl.batch import samples_from_episode
+    from awmjax.toolcall import LIST_TOOLS, format_mcp_call
+
+    world = _world()
+    pool.register([world])
+    task = world.task("loops")
+    script = [format_tool_call(LIST_TOOLS, {})] + [format_mcp_call("find_product", {"query": f"Lamp {k}"}) for k in range(4)]
+    monkeypatch.setitem(SCRIPTS, "loops", script + ["No lamps."])
+    policy = PromptRecorder(tokenizer)
+    cfg = RolloutConfig(surface="mcp", history_window=2, max_turns=6)
+    (r,) = run_episodes(policy, tokenizer, pool, [(world, task, 0)], cfg, SamplingConfig())
+    assert (r.end_reason, r.turns, r.tool_calls) == ("answer", 6, 5)
+    texts = [tokenizer.decode(p) for p in policy.prompts]
+    for k, text in enumerate(texts):
+        # the listing (the world's own tools, which the mcp system turn does not show) stays in every prompt
+        assert ('"place_order"' in text) == (k >= 1), k
+        visible = set(range(k)) if k <= 2 else {0, k - 2, k - 1}  # window 2, the list_tools step pinned
+        assert [j for j in range(1, k) if f"Lamp {j - 1}" in text] == sorted(visible - {0}), (k, text)
+    # training: sample k is exactly the prompt turn k was sampled from, then that turn
+    samples = samples_from_episode(r, advantage=1.0, history_window=cfg.history_window)
+    assert len(samples) == r.turns
+    turns = [t for t in r.conversation.turns if t.role == "assistant"]
+    for prompt, sample, turn in zip(policy.prompts, samples, turns):
+        written = r.conversation.turn_ids(turn)
+        assert sample.ids == prompt[:-len(r.conversation._generation_prompt)] + written
+        assert sum(sample.mask) == sum(r.conversation.mask[turn.start:turn.end]) > 0
+
+
+def test_direct_surface_pins_no_step(tokenizer):
+    conv = Conversation.start(tokenizer, "Do it.", [], ChatConfig())
+    mcp = Conversation.start(tokenizer, "Do it.", [], ChatConfig(surface="mcp"))
+    for c in (conv, mcp):
+        for k in range(3):
+            c.append_assistant(tokenizer.encode(f"step {k}") + [tokenizer.im_end_id])
+            c.append_tool_responses([f"result {k}"])
+    assert "step 0" not in tokenizer.decode(history_prompt(conv, 1))
+    pinned = tokenizer.decode(history_prompt(mcp, 1))
+    assert "step 0" in pinned and "result 0" in pinned and "step 1" not in pinned and "step 2" in pinned
