@@ -98,18 +98,22 @@ class Sampler:
         return DecodeState(cache, tuple(tuple(int(t) for t in p) for p in prompts))
 
     def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingConfig, *,
-                 budgets: Sequence[int] | None = None) -> list[Generation]:
+                 budgets: Sequence[int] | None = None,
+                 row_ids: Sequence[int] | None = None) -> list[Generation]:
         """One completion per prompt."""
-        generations, _ = self.continue_(self.start(prompts), None, sampling, budgets=budgets)
+        generations, _ = self.continue_(self.start(prompts), None, sampling, budgets=budgets,
+                                        row_ids=row_ids)
         return generations
 
     def continue_(self, state: DecodeState, appended: Sequence[Sequence[int]] | None,
-                  sampling: SamplingConfig, *, budgets: Sequence[int] | None = None
-                  ) -> tuple[list[Generation], DecodeState]:
+                  sampling: SamplingConfig, *, budgets: Sequence[int] | None = None,
+                  row_ids: Sequence[int] | None = None) -> tuple[list[Generation], DecodeState]:
         """Prefill appended tokens (e.g. tool responses) after each row's cache, then generate.
 
         `state` is consumed (its cache buffers are reused). budgets[b] caps row b's new tokens;
-        give 0 to leave a finished conversation untouched.
+        give 0 to leave a finished conversation untouched. row_ids[b] (default b) names row b's
+        random stream, so a row samples the same tokens whatever else shares the batch (a
+        multi-process run splits a batch and still samples what one process would).
         """
         rows = state.num_rows
         appended = appended if appended is not None else [()] * rows
@@ -133,7 +137,12 @@ class Sampler:
         for b in range(rows):
             room = self.max_cache_len - int(lengths_B[b])
             budget_B[b] = max(0, min(int(budgets[b]), sampling.max_new_tokens, room))
-        cache, out = self._decode(cache, h_BD, budget_B, sampling, state.turn)
+        ids_B = np.arange(batch)
+        if row_ids is not None:
+            if len(row_ids) != rows:
+                raise ValueError(f"continue_: got {len(row_ids)} row_ids for {rows} conversations")
+            ids_B[:rows] = row_ids
+        cache, out = self._decode(cache, h_BD, budget_B, sampling, state.turn, ids_B)
         return self._finish(cache, out, feeds, state, lengths_B, sampling)
 
     def _prefill(self, cache: KVCache, feeds: list[list[int]]) -> tuple[KVCache, jax.Array]:
@@ -153,16 +162,17 @@ class Sampler:
                                          jnp.asarray(tokens_BT), jnp.asarray(count_B), h_BD)
         return cache, h_BD
 
-    def _decode(self, cache, h_BD, budget_B, sampling: SamplingConfig, turn: int):
+    def _decode(self, cache, h_BD, budget_B, sampling: SamplingConfig, turn: int, ids_B):
         greedy, top_k = sampling.mode(self.config.vocab_size)
         stop_ids = list(sampling.stop_token_ids)
         stop_S = np.full(_bucket(len(stop_ids), _MIN_STOP_IDS), -1, np.int32)
         stop_S[:len(stop_ids)] = stop_ids
         key = jax.random.fold_in(jax.random.key(sampling.seed), turn)
+        keys_B = _row_keys(key, ids_B)
         return _decode_loop(
             self.graphdef, self.params, cache, h_BD, jnp.asarray(budget_B), jnp.asarray(stop_S),
             jnp.float32(max(sampling.temperature, 1e-6)), jnp.float32(sampling.top_p),
-            jnp.int32(sampling.max_new_tokens), key, greedy=greedy, top_k=top_k,
+            jnp.int32(sampling.max_new_tokens), keys_B, greedy=greedy, top_k=top_k,
             pad_id=self.pad_id, num_steps=_bucket(sampling.max_new_tokens, _MIN_STEPS))
 
     def _finish(self, cache, out, feeds, state, lengths_B, sampling):
@@ -220,9 +230,9 @@ class Sampler:
         budget_B = jnp.asarray([max(0, min(sampling.max_new_tokens, room))], jnp.int32)
         greedy, top_k = sampling.mode(self.config.vocab_size)
         stop_S = jnp.asarray(list(sampling.stop_token_ids) or [-1], jnp.int32)
-        key = jax.random.fold_in(jax.random.key(sampling.seed), 0)
+        keys_B = _row_keys(jax.random.fold_in(jax.random.key(sampling.seed), 0), np.zeros(1, np.int32))
         consts = (budget_B, stop_S, jnp.float32(max(sampling.temperature, 1e-6)),
-                  jnp.float32(sampling.top_p), jnp.int32(sampling.max_new_tokens), key)
+                  jnp.float32(sampling.top_p), jnp.int32(sampling.max_new_tokens), keys_B)
         active_B, count_B = budget_B > 0, jnp.zeros(1, jnp.int32)
         step = 0
         while bool(active_B[0]):
@@ -246,9 +256,8 @@ def _prefill_chunk(graphdef, params, cache: KVCache, tokens_BT, count_B, h_BD):
 
 def _step(model: Decoder, cache, h_BD, active_B, count_B, step, consts, *, greedy, top_k, pad_id):
     """Choose each active row's next token from h_BD, then feed it through the model."""
-    budget_B, stop_S, temperature, top_p, max_new, key = consts
-    rows_B = jnp.arange(h_BD.shape[0])
-    keys_B = jax.vmap(lambda r: jax.random.fold_in(jax.random.fold_in(key, r), step))(rows_B)
+    budget_B, stop_S, temperature, top_p, max_new, row_keys_B = consts
+    keys_B = jax.vmap(lambda k: jax.random.fold_in(k, step))(row_keys_B)
     logits_BV = model.logits(h_BD)
     token_B, logp_B, slogp_B = choose_tokens(logits_BV, keys_B, temperature, top_p,
                                              greedy=greedy, top_k=top_k)
@@ -275,13 +284,18 @@ def _single_step(graphdef, params, cache, h_BD, active_B, count_B, step, consts,
                  greedy=greedy, top_k=top_k, pad_id=pad_id)
 
 
+def _row_keys(key, ids_B) -> jax.Array:
+    """One random key per batch row: the turn's key folded with the row's id."""
+    return jax.vmap(lambda r: jax.random.fold_in(key, r))(jnp.asarray(ids_B, jnp.int32))
+
+
 @functools.partial(jax.jit, static_argnums=0,
                    static_argnames=("greedy", "top_k", "pad_id", "num_steps"), donate_argnums=2)
 def _decode_loop(graphdef, params, cache, h_BD, budget_B, stop_S, temperature, top_p, max_new,
-                 key, *, greedy, top_k, pad_id, num_steps):
+                 keys_B, *, greedy, top_k, pad_id, num_steps):
     """Decode up to num_steps tokens per row in one while_loop, ending when every row is done."""
     model = nnx.merge(graphdef, params)
-    consts = (budget_B, stop_S, temperature, top_p, max_new, key)
+    consts = (budget_B, stop_S, temperature, top_p, max_new, keys_B)
     B = h_BD.shape[0]
     active_B = budget_B > 0
     reason_B = jnp.where(max_new <= 0, _LENGTH, _BUDGET) * jnp.ones(B, jnp.int32)

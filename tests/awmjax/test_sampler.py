@@ -56,6 +56,20 @@ def test_sampling_is_reproducible_and_independent_of_batch(tiny):
     assert [g.token_ids for g in other] != [g.token_ids for g in first]
 
 
+def test_row_ids_name_each_rows_random_stream(tiny):
+    _, _, sampler = tiny
+    sampling = SamplingConfig(temperature=1.0, max_new_tokens=10, seed=7)
+    first = sampler.generate(PROMPTS, sampling)
+    assert sampler.generate(PROMPTS, sampling, row_ids=[0, 1, 2]) == first  # the default ids
+    # the last row sampled alone, under its id in the full batch: the same tokens
+    (alone,) = sampler.generate(PROMPTS[2:], sampling, row_ids=[2])
+    assert alone.token_ids == first[2].token_ids
+    (moved,) = sampler.generate(PROMPTS[2:], sampling, row_ids=[0])
+    assert moved.token_ids != first[2].token_ids
+    with pytest.raises(ValueError, match="row_ids"):
+        sampler.generate(PROMPTS, sampling, row_ids=[0])
+
+
 def test_top_k_top_p_and_log_probs(tiny):
     model, config, sampler = tiny
     top1 = sampler.generate(PROMPTS, SamplingConfig(temperature=0.7, top_k=1, max_new_tokens=6))
