@@ -113,6 +113,8 @@ def _drop_trailing_commas(text: str) -> str:
 def close_truncated(text: str) -> str | None:
     """`text` (starting at `{` or `[`) cut to its last complete value and closed; None if hopeless.
 
+    Incomplete objects inside arrays are dropped; maps and arrays around the cut are closed.
+
     Returns the complete document unchanged when it is already closed.
     """
     # Each frame: [opening char, expecting a key (objects only)].
@@ -123,7 +125,11 @@ def close_truncated(text: str) -> str | None:
 
     def mark(pos: int):
         nonlocal safe
-        safe = (pos, tuple(f[0] for f in stack))
+        frames = tuple(f[0] for f in stack)
+        # An object cut short inside an array (a record of a list) is dropped whole: half a
+        # record is worse than none. Objects inside objects (maps of lists) are kept open.
+        if not (len(frames) >= 2 and frames[-1] == "{" and frames[-2] == "["):
+            safe = (pos, frames)
 
     for i, c in enumerate(text):
         if in_str:

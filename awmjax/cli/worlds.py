@@ -48,6 +48,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     sh.add_argument("--json", action="store_true", help="print the world's JSON document")
     sh.set_defaults(handler=cmd_show)
 
+    sy = verbs.add_parser("synthesize", help="synthesize worlds with a model over an OpenAI-compatible endpoint",
+                          description="Run the AWM stages (scenarios, tasks, schema, seed, tool spec, tools, checks) "
+                                      "against an OpenAI-compatible server; every stage output goes through the validation "
+                                      "gate and is repaired by the model (bounded retries). Passing worlds form the catalog; "
+                                      "the rest are listed with their reasons in its rejected.jsonl. The key is read from "
+                                      "OPENAI_API_KEY (not needed by local servers).")
+    sy.add_argument("--base-url", required=True, help="endpoint, e.g. http://127.0.0.1:8000/v1")
+    sy.add_argument("--model", required=True, help="model name the endpoint serves")
+    sy.add_argument("--n", type=int, required=True, help="number of worlds (scenarios) to synthesize")
+    sy.add_argument("--out", required=True, help="catalog directory to create")
+    sy.add_argument("--seeds", default=None, help="file of seed scenario names, one per line (default: the built-in list)")
+    sy.add_argument("--concurrency", type=int, default=4, help="concurrent requests (default 4)")
+    sy.add_argument("--cache", default=None, help="response cache directory (default: <out>.cache); a rerun resumes from it")
+    sy.add_argument("--max-retries", type=int, default=5, help="repair rounds per stage after a gate failure (default 5, as AWM)")
+    sy.add_argument("--tasks-per-world", type=int, default=10, help="tasks per scenario (default 10)")
+    sy.add_argument("--category-cap", type=int, default=None, help="similar scenarios allowed per category (default 8%% of --n)")
+    sy.add_argument("--max-tokens", type=int, default=4096, help="completion token limit per call (default 4096)")
+    sy.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (default 0.7)")
+    sy.add_argument("--timeout", type=float, default=300.0, help="seconds per request before it is retried (default 300)")
+    sy.add_argument("--embedding-model", default=None, help="model for scenario embeddings (default: --model; lexical dedup if not served)")
+    sy.add_argument("--prices", default=None, help='JSON {"<model>": {"prompt": $/1M tokens, "completion": $/1M tokens}} for the cost column')
+    sy.add_argument("--held-out", type=float, default=0.1, help="fraction of each category held out (default 0.1)")
+    sy.add_argument("--overwrite", action="store_true", help="replace an existing catalog at --out")
+    sy.set_defaults(handler=cmd_synthesize)
+
     try:
         from awmjax.cli.worlds_play import add_play_commands
     except ModuleNotFoundError as e:
@@ -104,6 +129,46 @@ def cmd_generate(args) -> int:
         print("rejections by rule: " + ", ".join(f"{k} {v}" for k, v in sorted(report.failures_by_rule.items())))
         print(f"reasons: {Path(report.path) / 'rejected.jsonl'}")
     return 0
+
+
+def cmd_synthesize(args) -> int:
+    import asyncio
+
+    from envgen.catalog import CatalogError
+    from envgen.synth.client import LLM, OpenAIBackend, ResponseCache, load_prices
+    from envgen.synth.pipeline import synthesize
+    from envgen.synth.scenarios import load_seeds
+    from envgen.synth.stages import Context
+
+    if args.n < 1:
+        raise CliError(f"--n must be at least 1, got {args.n}")
+    if Path(args.out).exists() and not args.overwrite:
+        raise CliError(f"{args.out} already exists; choose another --out or pass --overwrite")
+    try:
+        seeds = load_seeds(args.seeds)
+        backend = OpenAIBackend(args.base_url, args.model, timeout=args.timeout, embedding_model=args.embedding_model)
+        llm = LLM(backend, ResponseCache(args.cache or f"{args.out.rstrip('/')}.cache"),
+                  params={"max_tokens": args.max_tokens, "temperature": args.temperature},
+                  concurrency=args.concurrency, prices=load_prices(args.prices))
+        ctx = Context(llm, max_retries=args.max_retries, tasks_per_world=args.tasks_per_world)
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    try:
+        report = asyncio.run(synthesize(ctx, n=args.n, out=args.out, seeds=seeds, category_cap=args.category_cap,
+                                        held_out=args.held_out, overwrite=args.overwrite, progress=sys.stderr.isatty()))
+    except (CatalogError, ValueError) as e:
+        raise CliError(str(e)) from None
+    print(llm.table())
+    for note in report.notes:
+        print(f"note: {note}")
+    print(f"wrote {report.path}: {len(report.accepted)} worlds accepted, {len(report.rejected)} rejected "
+          f"of {report.n_scenarios} scenarios in {report.seconds:.1f}s")
+    if report.rejected:
+        print("rejected at stage: " + ", ".join(f"{k} {v}" for k, v in sorted(report.rejects_by_stage().items())))
+        for r in report.rejected[:5]:
+            print(f"  {r['scenario']} [{r['stage']}, {r['attempts']} attempts]: {(r['failures'] or ['?'])[0][:200]}")
+        print(f"reasons: {Path(report.path) / 'rejected.jsonl'}")
+    return 0 if report.accepted else 1
 
 
 def cmd_validate(args) -> int:
