@@ -8,6 +8,8 @@
     [optim]    learning_rate, warmup_steps, max_grad_norm, weight_decay
     [judge]    name (code | llm | code-augmented), concurrency, timeout_s, retries, max_lag,
                base_url, model, api_key_env, max_tokens, temperature (the LLM judges' endpoint)
+    [mesh]     data, fsdp, tensor (device counts; -1: the devices left over)
+    [distributed]  enabled, coordinator_address, num_processes, process_id, cpu_collectives
 
 Unknown sections or keys are errors that name the file, the section, the key and the
 allowed keys; values are validated by each dataclass's __post_init__.
@@ -21,6 +23,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from awmjax.judges import JudgeConfig
 from awmjax.rl.config import GRPOConfig, RewardConfig
@@ -71,6 +75,72 @@ class SamplingSection:
 
 
 @dataclass(frozen=True)
+class MeshSection:
+    """The ('data', 'fsdp', 'tensor') device mesh of the update; one size may be -1 (the rest)."""
+
+    data: int = -1
+    fsdp: int = 1
+    tensor: int = 1
+
+    def __post_init__(self):
+        sizes = (self.data, self.fsdp, self.tensor)
+        if any(s == 0 or s < -1 for s in sizes) or sizes.count(-1) > 1:
+            raise ValueError(f"[mesh] data, fsdp, tensor must be >= 1, one of them may be -1 (the rest); got {sizes}")
+
+    def sizes(self, n_devices: int) -> tuple[int, int, int]:
+        """(data, fsdp, tensor) over n_devices, the -1 axis taking the devices left over."""
+        sizes = (self.data, self.fsdp, self.tensor)
+        fixed = int(np.prod([s for s in sizes if s != -1]))
+        if n_devices % fixed or (-1 not in sizes and fixed != n_devices):
+            raise ValueError(f"[mesh] data={self.data}, fsdp={self.fsdp}, tensor={self.tensor} does not fit "
+                             f"{n_devices} devices; make the product {n_devices} or set one size to -1")
+        return tuple(n_devices // fixed if s == -1 else s for s in sizes)
+
+
+DISTRIBUTED_ENV = {"coordinator_address": "AWMJAX_COORDINATOR_ADDRESS", "num_processes": "AWMJAX_NUM_PROCESSES",
+                   "process_id": "AWMJAX_PROCESS_ID"}
+
+
+@dataclass(frozen=True)
+class DistributedSection:
+    """Multi-process training: every process calls jax.distributed.initialize with these.
+
+    Unset values come from the environment (AWMJAX_COORDINATOR_ADDRESS, AWMJAX_NUM_PROCESSES,
+    AWMJAX_PROCESS_ID, so one config file serves every process), else from JAX's cluster
+    auto-detection (TPU pods, SLURM)."""
+
+    enabled: bool = False
+    coordinator_address: str = ""  # host:port of process 0
+    num_processes: int = 0  # 0: from the environment
+    process_id: int = -1  # -1: from the environment
+    cpu_collectives: str = "gloo"  # CPU-only runs need a collectives backend across processes
+
+    def __post_init__(self):
+        if self.num_processes < 0 or self.process_id < -1:
+            raise ValueError(f"[distributed] num_processes must be >= 0 and process_id >= -1, "
+                             f"got {self.num_processes}, {self.process_id}")
+        if self.cpu_collectives not in ("gloo", "mpi", "none"):
+            raise ValueError(f"[distributed] cpu_collectives={self.cpu_collectives!r}; allowed: gloo, mpi, none")
+
+    def initialize_args(self, env: dict[str, str]) -> dict[str, Any]:
+        """Keyword arguments for jax.distributed.initialize (config first, then the environment)."""
+        out: dict[str, Any] = {}
+        given = {"coordinator_address": self.coordinator_address or None,
+                 "num_processes": self.num_processes or None,
+                 "process_id": self.process_id if self.process_id >= 0 else None}
+        for key, value in given.items():
+            if value is None and env.get(DISTRIBUTED_ENV[key]):
+                raw = env[DISTRIBUTED_ENV[key]]
+                try:
+                    value = raw if key == "coordinator_address" else int(raw)
+                except ValueError:
+                    raise ValueError(f"{DISTRIBUTED_ENV[key]}={raw!r} is not an integer") from None
+            if value is not None:
+                out[key] = value
+        return out
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything a run needs; saved beside every checkpoint."""
 
@@ -81,6 +151,8 @@ class RunConfig:
     reward: RewardConfig = field(default_factory=RewardConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
+    mesh: MeshSection = field(default_factory=MeshSection)
+    distributed: DistributedSection = field(default_factory=DistributedSection)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (for JSON)."""

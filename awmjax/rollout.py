@@ -93,8 +93,14 @@ def run_episodes(
     sampling: SamplingConfig,
     *,
     policy_version: int = 0,
+    episode_ids: Sequence[int] | None = None,
 ) -> list[EpisodeResult]:
-    """Run one episode per item (world, task, group index) in slots 0..len(items)-1 of `pool`."""
+    """Run one episode per item (world, task, group index) in slots 0..len(items)-1 of `pool`.
+
+    With episode_ids, each turn of episode i samples from the random stream (episode_ids[i], turn)
+    (the policy's `row_ids`), so an episode's tokens do not depend on which episodes share its
+    batch: a batch split over processes samples what one process would.
+    """
     if not items:
         return []
     chat_cfg = ChatConfig(surface=cfg.surface, system_prompt=cfg.system_prompt)
@@ -126,7 +132,11 @@ def run_episodes(
             live.append(i)
         if not live:
             break
-        gens = policy.generate(prompts, sampling, budgets=budgets)
+        if episode_ids is None:
+            gens = policy.generate(prompts, sampling, budgets=budgets)
+        else:
+            row_ids = [episode_ids[i] * cfg.max_turns + results[i].turns for i in live]
+            gens = policy.generate(prompts, sampling, budgets=budgets, row_ids=row_ids)
         texts = []
         for i, gen in zip(live, gens):
             res = results[i]
