@@ -17,8 +17,9 @@ from typing import Any
 
 from envgen.args import compile_validator
 from envgen.checks import Verdict, assertion_states, judge_sql_check
-from envgen.db import ChangeRecorder, Limits, SandboxedDB
-from envgen.sandbox import PythonSandbox
+from envgen.app_child import table_changes
+from envgen.db import ChangeRecorder, Limits, SandboxedDB, quote_ident
+from envgen.sandbox import DbState, PythonSandbox
 from envgen.sqltool import CompiledSqlTool, ToolResult, error_result
 from envgen.world import Task, Tool, World
 
@@ -45,7 +46,7 @@ class CompiledWorld:
     @cached_property
     def python_validators(self) -> dict[str, Any]:
         """Argument validators of the Python tools, compiled once per world."""
-        return {t.name: compile_validator(t.parameters) for t in self.world.tools if t.impl.kind == "python"}
+        return {t.name: compile_validator(t.parameters) for t in self.world.tools if t.impl.kind != "sql"}
 
     @property
     def sql_only(self) -> bool:
@@ -106,6 +107,8 @@ class Slot:
         self.world: CompiledWorld | None = None
         self.reset_method = reset_method
         self.held = False  # the savepoint at the template state is open
+        self.serial = 0  # resets so far: names this slot's database states for the sandbox
+        self._changes_at_reset = 0
 
     def reset(self, world: CompiledWorld) -> str:
         """Restore the world's exact seeded state, whatever came before; returns the method used."""
@@ -119,6 +122,8 @@ class Slot:
         self.held = False
         self.db.restore(world.image, world.tables)
         self.world = world
+        self.serial += 1
+        self._changes_at_reset = self.db.conn.total_changes()
         if self.reset_method == "auto" and world.sql_only:
             self._hold()
         return "deserialize"
@@ -143,6 +148,13 @@ class Slot:
     def hold(self) -> None:
         """Open the savepoint at the current state (the template state, right after a reset)."""
         self._hold()
+
+    def state(self) -> DbState:
+        """This slot's database for the sandbox: unchanged since the reset, it is the world's template."""
+        changes = self.db.conn.total_changes()
+        if changes == self._changes_at_reset:
+            return DbState(f"slot-{id(self)}", f"template:{self.world.id}", self.image, (self.world.id, self.world.image))
+        return DbState(f"slot-{id(self)}", f"{self.serial}:{changes}", self.image)
 
     def sandbox(self) -> PythonSandbox:
         """The Python sandbox of this slot (started on first use)."""
@@ -178,6 +190,8 @@ class Episode:
         tool = self.world.tool(tool_name)
         if tool is None:
             return error_result("invalid_arguments", f"unknown tool {tool_name!r}")
+        if tool.impl.kind == "fastapi":
+            return self._call_app(tool, arguments)
         if tool.impl.kind != "sql":
             self._will_write()
             return self._call_python(tool, arguments)
@@ -224,53 +238,81 @@ class Episode:
             return error_result("tool_error", f"{tool.name}: {res.message}")
         return error_result("env_error", f"{tool.name}: {res.message}")
 
+    def _call_app(self, tool, arguments: Any) -> ToolResult:
+        """Call a route of the world's app in the sandbox; rows it changed are applied to the slot."""
+        args, err = self.world.python_validators[tool.name](arguments)
+        if err:
+            return error_result("invalid_arguments", f"{tool.name}: {err}")
+        impl, sandbox, state = tool.impl, self.slot.sandbox(), self.slot.state()
+        res = sandbox.run_route(self.world.world.app.source, impl.method, impl.path, impl.params, args, state)
+        if res.changes is not None:
+            self._will_write()
+            problem = self._apply_rows(res.changes)
+            if problem:
+                return error_result("tool_error", f"{tool.name}: rejected by the database: {problem}")
+            sandbox.note_state(state.key, self.slot.state().token)
+        if res.outcome == "ok":
+            return ToolResult("ok", (res.value or {}).get("body"))
+        if res.outcome == "error":
+            return error_result("tool_error", f"{tool.name}: {res.message}")
+        return error_result("env_error", f"{tool.name}: {res.message}")
+
     def _apply_image(self, image: bytes) -> str | None:
         """Make the slot's rows equal those of `image` by row-level writes, so the session records them.
 
         Rows are matched by primary key: only deleted, inserted and changed rows are
-        written, inside one savepoint with deferred foreign keys. Returns an error
-        message (and changes nothing) if the result breaks a constraint.
+        written. Returns an error message (and changes nothing) if the result breaks a constraint.
         """
         import apsw
-
-        from envgen.db import quote_ident
 
         other = apsw.Connection(":memory:")
         other.deserialize("main", image)
         db = self.slot.db
+        try:
+            with db.trusted():
+                diff = {}
+                for table in sorted(db.tables):
+                    pk = db.primary_key(table)
+                    select = f"SELECT {', '.join(map(quote_ident, pk))}, * FROM {quote_ident(table)}"
+                    change = table_changes(len(pk), db.conn.execute(select, can_cache=False), other.execute(select, can_cache=False))
+                    if change is not None:
+                        diff[table] = [pk, *change]
+        finally:
+            other.close()
+        return self._apply_rows(diff)
+
+    def _apply_rows(self, diff: dict[str, list]) -> str | None:
+        """Write row changes {table: [pk columns, deleted keys, inserted rows, updated (row, key)s]} to the slot.
+
+        One savepoint with deferred foreign keys; returns an error message (and changes
+        nothing) if the writes break a constraint.
+        """
+        import apsw
+
+        db, q = self.slot.db, quote_ident
         with db.trusted():
-            db.conn.execute("SAVEPOINT apply_image", can_cache=False)
+            db.conn.execute("SAVEPOINT apply_rows", can_cache=False)
             try:
                 db.conn.execute("PRAGMA defer_foreign_keys = ON", can_cache=False)
-                for table in sorted(db.tables):
-                    self._sync_table(db, other, table, quote_ident)
-                db.conn.execute("RELEASE apply_image", can_cache=False)
-            except apsw.Error as e:
-                db.conn.execute("ROLLBACK TO apply_image", can_cache=False)
-                db.conn.execute("RELEASE apply_image", can_cache=False)
+                for table, (pk, deleted, inserted, updated) in diff.items():
+                    if table not in db.tables:
+                        raise apsw.SQLError(f"no such table: {table}")
+                    cols = self.world.columns[table]
+                    where = " AND ".join(f"{q(c)} = ?" for c in pk)
+                    for key in deleted:
+                        db.conn.execute(f"DELETE FROM {q(table)} WHERE {where}", key, can_cache=False)
+                    names, marks = ", ".join(map(q, cols)), ", ".join("?" * len(cols))
+                    for row in inserted:
+                        db.conn.execute(f"INSERT INTO {q(table)} ({names}) VALUES ({marks})", row, can_cache=False)
+                    sets = ", ".join(f"{q(c)} = ?" for c in cols)
+                    for row, key in updated:
+                        db.conn.execute(f"UPDATE {q(table)} SET {sets} WHERE {where}", [*row, *key], can_cache=False)
+                db.conn.execute("RELEASE apply_rows", can_cache=False)
+            except (apsw.Error, ValueError, TypeError) as e:
+                db.conn.execute("ROLLBACK TO apply_rows", can_cache=False)
+                db.conn.execute("RELEASE apply_rows", can_cache=False)
                 return str(e)
-            finally:
-                other.close()
         return None
-
-    def _sync_table(self, db, other, table: str, q) -> None:
-        cols = self.world.columns[table]
-        pk = db.primary_key(table)
-        select = f"SELECT {', '.join(map(q, pk))}, * FROM {q(table)}"
-        new = {r[: len(pk)]: r[len(pk):] for r in other.execute(select)}
-        cur = {r[: len(pk)]: r[len(pk):] for r in db.conn.execute(select, can_cache=False)}
-        if new == cur:
-            return
-        where = " AND ".join(f"{q(c)} = ?" for c in pk)
-        for key in cur.keys() - new.keys():
-            db.conn.execute(f"DELETE FROM {q(table)} WHERE {where}", key, can_cache=False)
-        for key, row in new.items():
-            if key not in cur:
-                names = ", ".join(map(q, cols))
-                db.conn.execute(f"INSERT INTO {q(table)} ({names}) VALUES ({', '.join('?' * len(cols))})", row, can_cache=False)
-            elif cur[key] != row:
-                sets = ", ".join(f"{q(c)} = ?" for c in cols)
-                db.conn.execute(f"UPDATE {q(table)} SET {sets} WHERE {where}", row + key, can_cache=False)
 
     def changes(self) -> list[dict[str, Any]]:
         """Rows inserted, deleted and updated so far, with old and new values (JSON-ready)."""
@@ -286,6 +328,10 @@ class Episode:
         if check.kind == "sql":
             changes = self.changes() if changes is None else changes
             return judge_sql_check(self.slot.db, check, changes, final_answer, self.world.seed_states[self.task.id])
+        if check.kind == "llm":
+            return Verdict("incomplete", {"judge": "llm-only", "note": "this task has no code verifier; only the LLM judge can judge it"})
+        if check.kind == "awm":
+            return self._awm_verdict(check, final_answer)
         res = self.slot.sandbox().run_verifier(check.source, self.world.image, self.slot.image(), final_answer)
         if res.outcome != "ok":
             return Verdict("incomplete", {"verifier_error": res.message, "outcome": res.outcome})
@@ -294,6 +340,27 @@ class Episode:
         if result not in ("complete", "partial", "incomplete"):
             return Verdict("incomplete", {"verifier_error": f"verify returned result {result!r}", "raw": value})
         return Verdict(result, {"verifier": value.get("evidence", value)})
+
+    def _awm_verdict(self, check, final_answer: str | None) -> Verdict:
+        """AWM's verifiers: the pure-code one gives the result, the code-augmented one evidence for the LLM judge."""
+        sandbox, template = self.slot.sandbox(), (self.world.id, self.world.image)
+        evidence: dict[str, Any] = {}
+        result = "incomplete"
+        if check.evidence is not None:
+            ev = check.evidence
+            res = sandbox.run_awm_verifier(ev["source"], ev["entry"], self.slot.state(), template, final_answer)
+            evidence["verifier_evidence"] = res.value if res.outcome == "ok" else {"verifier_error": res.message, "outcome": res.outcome}
+            evidence["success_criteria"], evidence["failure_criteria"] = ev.get("success_criteria", ""), ev.get("failure_criteria", "")
+        if check.source is None:
+            evidence["judge"] = "code-augmented-only: no pure-code verifier; the LLM judge reads this evidence"
+            return Verdict(result, evidence)
+        res = sandbox.run_awm_verifier(check.source, check.entry, self.slot.state(), template, final_answer)
+        if res.outcome != "ok":
+            return Verdict("incomplete", evidence | {"verifier_error": res.message, "outcome": res.outcome})
+        raw = res.value.get("result") if isinstance(res.value, dict) else res.value
+        label = str(raw).lower().replace(" ", "_")
+        result = "complete" if label in ("complete", "completed") else "partial" if label.startswith("partial") else "incomplete"
+        return Verdict(result, evidence | {"verifier": res.value})
 
     def close(self) -> None:
         """Stop recording changes (the slot stays usable)."""

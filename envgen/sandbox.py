@@ -13,7 +13,9 @@ does, under these limits:
 
 Databases cross the boundary as SQLite images (bytes); the child opens them with the
 standard `sqlite3` module, calls the code, and returns the JSON result (and, for tools,
-the new image).
+the new image). Worlds with an app (AWM's FastAPI servers, see `envgen.app_child`) keep
+their app loaded in the child and each slot's database held there by a token, so an
+image crosses only when the child does not already hold that state.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ import select
 import subprocess
 import sys
 import time
+import hashlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 CLONE_NEWNET = 0x40000000
 
@@ -54,6 +57,7 @@ class SandboxResult:
     value: Any = None
     image: bytes | None = None
     message: str = ""
+    changes: dict[str, list] | None = None  # rows an app's route changed (see envgen.app_child)
 
 
 def _limit_child(limits: SandboxLimits):
@@ -75,6 +79,25 @@ def _limit_child(limits: SandboxLimits):
     return apply
 
 
+@dataclass(frozen=True)
+class DbState:
+    """A slot's database as the sandbox sees it: a key (one per slot), a token that changes
+    with its contents, how to get its image, and the world's template when it is unchanged."""
+
+    key: str
+    token: str
+    image: Callable[[], bytes]
+    template: tuple[str, bytes] | None = None  # (world id, template image)
+
+
+APP_LOAD_SECONDS = 60.0  # importing FastAPI + SQLAlchemy and building an app's models
+
+
+def app_key(source: str) -> str:
+    """The name an app's source is loaded under in the child."""
+    return hashlib.sha256(source.encode()).hexdigest()[:20]
+
+
 class PythonSandbox:
     """A long-lived sandboxed child process that runs untrusted tool and verifier code."""
 
@@ -82,10 +105,18 @@ class PythonSandbox:
         self.limits = limits
         self.proc: subprocess.Popen | None = None
         self.restarts = 0
+        self.apps: set[str] = set()  # app keys the child has loaded
+        self.templates: set[str] = set()  # world ids whose template image the child has
+        # state key -> (the child's name for the database it holds, the parent's token for that
+        # state, or None until the caller has applied the call's changes)
+        self.held: dict[str, tuple[str, str | None]] = {}
 
     def _ensure(self) -> subprocess.Popen:
         if self.proc is None or self.proc.poll() is not None:
-            env = {"PATH": "/usr/bin:/bin", "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1"}
+            self.apps.clear(), self.templates.clear(), self.held.clear()  # a new child holds nothing
+            # DATABASE_PATH: AWM's apps read their database URL from it at import; an
+            # in-memory one means importing an app opens no file (envgen.app_child rebinds it)
+            env = {"PATH": "/usr/bin:/bin", "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", "DATABASE_PATH": "sqlite://"}
             self.proc = subprocess.Popen(
                 [sys.executable, "-I", "-m", "envgen.sandbox_child"],
                 stdin=subprocess.PIPE,
@@ -142,7 +173,7 @@ class PythonSandbox:
         if reply.get("outcome") == "env_error":
             self.kill()
         image = base64.b64decode(reply["image"]) if reply.get("image") else None
-        return SandboxResult(reply["outcome"], reply.get("value"), image, reply.get("message", ""))
+        return SandboxResult(reply["outcome"], reply.get("value"), image, reply.get("message", ""), reply.get("changes"))
 
     def run_tool(self, source: str, entry: str, image: bytes, arguments: dict, *, timeout: float | None = None) -> SandboxResult:
         """Call `entry(db, **arguments)` from `source` on a copy of `image`; returns the new image."""
@@ -164,8 +195,69 @@ class PythonSandbox:
             timeout,
         )
 
+    def _state_msg(self, state: DbState, *, full: bool = False) -> dict[str, Any]:
+        msg: dict[str, Any] = {"key": state.key, "token": state.token}
+        held = self.held.get(state.key)
+        if not full and held is not None and held[1] == state.token:
+            if held[0] != state.token:  # the child holds it under the token it had before the call changed it
+                msg["rename"] = held[0]
+            return msg
+        if state.template is not None:
+            wid, image = state.template
+            msg["template"] = wid
+            if full or wid not in self.templates:
+                msg["template_image"] = base64.b64encode(image).decode()
+                self.templates.add(wid)
+        else:
+            msg["image"] = base64.b64encode(state.image()).decode()
+        return msg
+
+    def _app_call(self, msg: dict[str, Any], source: str | None, state: DbState, timeout: float | None, template: tuple[str, bytes] | None = None) -> SandboxResult:
+        key = msg.get("app")
+        if source is not None and key not in self.apps:
+            res = self._call({"op": "load_app", "app": key, "source": source}, max(APP_LOAD_SECONDS, self.limits.call_seconds))
+            if res.outcome != "ok":
+                return SandboxResult("env_error", message=f"the world's app does not load: {res.message}")
+            self.apps.add(key)
+        res = self._call(msg | self._templ_msg(template) | {"state": self._state_msg(state)}, timeout)
+        if res.outcome == "stale":  # the child lost what we thought it held: send it all
+            self.held.pop(state.key, None)
+            res = self._call(msg | self._templ_msg(template, full=True) | {"state": self._state_msg(state, full=True)}, timeout)
+        if res.outcome == "stale":
+            return SandboxResult("env_error", message=f"the sandbox lost the database state: {res.message}")
+        if res.outcome == "env_error":
+            self.held.pop(state.key, None)
+        else:  # the child holds the call's result under this state's token (its changes, if any, pending)
+            self.held[state.key] = (state.token, state.token if res.changes is None else None)
+        return res
+
+    def _templ_msg(self, template: tuple[str, bytes] | None, *, full: bool = False) -> dict[str, Any]:
+        if template is None or (template[0] in self.templates and not full):
+            return {}
+        self.templates.add(template[0])
+        return {"template_image": base64.b64encode(template[1]).decode()}
+
+    def note_state(self, key: str, token: str) -> None:
+        """The caller applied the changes of the last call on `key`; the state is now `token`."""
+        held = self.held.get(key)
+        if held is not None and held[1] is None:
+            self.held[key] = (held[0], token)
+
+    def run_route(self, source: str, method: str, path: str, params: dict[str, str], arguments: dict, state: DbState, *, timeout: float | None = None) -> SandboxResult:
+        """Call route `method path` of the FastAPI app in `source` against `state`; the value is {"status", "body"}."""
+        msg = {"op": "route", "app": app_key(source), "method": method, "path": path, "params": params, "arguments": arguments}
+        return self._app_call(msg, source, state, timeout)
+
+    def run_awm_verifier(self, source: str, entry: str, state: DbState, template: tuple[str, bytes], final_answer: str | None, *, timeout: float | None = None) -> SandboxResult:
+        """Call AWM verifier `entry(initial_db_path, final_db_path[, final_answer])` on the template and `state`."""
+        msg = {"op": "awm_verify", "source": source, "entry": entry, "template": template[0], "final_answer": final_answer}
+        return self._app_call(msg, None, state, timeout, template)
+
     def kill(self) -> None:
         """Kill the child; the next call starts a fresh one."""
+        self.apps.clear()
+        self.templates.clear()
+        self.held.clear()
         if self.proc is not None:
             try:
                 os.killpg(self.proc.pid, 9)

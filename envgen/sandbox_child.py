@@ -11,11 +11,18 @@ import json
 import sys
 
 
+_REFUSALS: list[str] = []  # what the guard refused during the current request
+
+
 def _install_guard(readable_roots: tuple[str, ...]) -> None:
     import os
 
     denied_prefixes = ("socket.", "subprocess.", "os.exec", "os.fork", "os.spawn", "os.posix_spawn", "ctypes.", "pty.", "os.kill", "os.system", "os.putenv", "os.unsetenv", "os.chdir", "os.remove", "os.rename", "os.rmdir", "os.mkdir", "shutil.", "sys.addaudithook", "os.chmod", "os.chown", "os.truncate", "os.link", "os.symlink", "resource.setrlimit", "signal.")
     roots = tuple(os.path.realpath(r) for r in readable_roots)
+
+    def refuse(message: str):
+        _REFUSALS.append(message)
+        raise PermissionError(message)
 
     def hook(event: str, args: tuple) -> None:
         if event == "open":
@@ -23,16 +30,16 @@ def _install_guard(readable_roots: tuple[str, ...]) -> None:
             if isinstance(path, int):
                 return  # an already-open descriptor (stdin/stdout)
             if mode and any(c in str(mode) for c in "wax+"):
-                raise PermissionError(f"sandbox: writing files is not allowed ({path})")
+                refuse(f"sandbox: writing files is not allowed ({path})")
             if isinstance(path, (str, bytes)):
                 real = os.path.realpath(os.fsdecode(path))
                 if real == ":memory:" or real.startswith(roots):
                     return
-            raise PermissionError(f"sandbox: reading {path} is not allowed")
+            refuse(f"sandbox: reading {path} is not allowed")
         if event.startswith(denied_prefixes) and event not in ("socket.gethostname",):
-            raise PermissionError(f"sandbox: {event} is not allowed")
+            refuse(f"sandbox: {event} is not allowed")
         if event == "sqlite3.enable_load_extension":
-            raise PermissionError("sandbox: sqlite extensions are not allowed")
+            refuse("sandbox: sqlite extensions are not allowed")
 
     sys.addaudithook(hook)
 
@@ -68,8 +75,30 @@ def _jsonable(value):
     return value
 
 
+def _handle_app(req: dict) -> dict:
+    from envgen import app_child
+
+    _REFUSALS.clear()
+    try:
+        if req["op"] == "load_app":
+            return app_child.load_app(req)
+        if req["op"] == "route":
+            return app_child.call_route(req, _REFUSALS)
+        return app_child.run_awm_verifier(req)
+    except app_child.Stale as e:
+        return {"outcome": "stale", "message": str(e)}
+    except MemoryError:
+        return {"outcome": "env_error", "message": "the code exceeded the sandbox memory limit"}
+    except BaseException as e:  # noqa: BLE001 - untrusted code may raise anything
+        if _REFUSALS:
+            return {"outcome": "env_error", "message": f"stopped by the sandbox: {_REFUSALS[0]}"}
+        return {"outcome": "error", "message": f"{type(e).__name__}: {e}"}
+
+
 def _handle(req: dict) -> dict:
     op = req["op"]
+    if op in ("load_app", "route", "awm_verify"):
+        return _handle_app(req)
     try:
         ns = _namespace(req["source"])
     except BaseException as e:  # noqa: BLE001 - untrusted code may raise anything
@@ -105,6 +134,9 @@ def main() -> None:
     sys.path[:0] = [p for p in first.get("paths", []) if p not in sys.path]
     # what tools and verifiers may use, imported before the guard goes up
     import datetime, decimal, hashlib, math, re, sqlite3, statistics, uuid  # noqa: F401,E401
+    from envgen import app_child  # apps' runtime; envgen may live outside the readable roots
+
+    app_child.prepare()
     _install_guard(tuple(p for p in sys.path if p) + (sys.prefix, sys.base_prefix))
     out.write(b'{"outcome": "ok"}\n')
     out.flush()

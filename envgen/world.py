@@ -12,14 +12,19 @@ Shape of the JSON document (format "awmjax.world/1"):
      "seed": {"<table>": {"columns": [...], "rows": [[...], ...]}, ...},
      "tools": [{"name", "description", "parameters": <JSON Schema object>,
                 "impl": {"kind": "sql", "steps": [<step>, ...]}
-                      | {"kind": "python", "source": "...", "entry": "<function>"}}],
+                      | {"kind": "python", "source": "...", "entry": "<function>"}
+                      | {"kind": "fastapi", "method": "GET", "path": "/api/x/{id}",
+                         "params": {"<name>": "path"|"query"|"body"}}}],
      "tasks": [{"id", "instruction", "check": <check>, "gold": [{"tool", "arguments"}] | null,
-                "answer": <expected final answer> | null, "tags": [...]}]}
+                "answer": <expected final answer> | null, "tags": [...]}],
+     "app": {"kind": "fastapi", "source": "..."}}      (optional: the server of "fastapi" tools)
 
 A SQL step is {"op": "guard"|"read"|"write", "sql": "...", ...}: values are bound by
 name (`:param`), never interpolated. See `envgen.sqltool` for the step semantics.
 A check is {"kind": "sql", "assertions": [...], "answer": {...}|null, "changes": {...}}
-or {"kind": "python", "source": "def verify(initial_db, final_db, final_answer): ..."}.
+or {"kind": "python", "source": "def verify(initial_db, final_db, final_answer): ..."}
+or {"kind": "awm", "source": ..., "entry": ..., "evidence": {...}} (an imported AWM verifier, see
+`envgen.awm_import`) or {"kind": "llm"} (no code check: only the LLM judge can judge the task).
 """
 
 from __future__ import annotations
@@ -37,6 +42,10 @@ GUARD_EXPECT = ("exists", "absent", "true")
 READ_SHAPES = ("rows", "row", "value", "count")
 ASSERT_OPS = ("==", "!=", ">=", "<=", ">", "<")
 CHANGE_OPS = ("insert", "update", "delete")
+TOOL_KINDS = ("sql", "python", "fastapi")
+CHECK_KINDS = ("sql", "python", "awm", "llm")
+HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+PARAM_LOCATIONS = ("path", "query", "body")
 VERDICTS = ("complete", "partial", "incomplete")
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
@@ -87,12 +96,19 @@ class SqlStep:
 
 @dataclass(frozen=True)
 class ToolImpl:
-    """A tool's implementation: declarative SQL steps, or untrusted Python source."""
+    """A tool's implementation: declarative SQL steps, untrusted Python source, or a route of the world's app.
 
-    kind: str  # "sql" | "python"
+    kind="fastapi": `method` and `path` name a route of the world's FastAPI app (`World.app`);
+    `params` says where each argument goes ("path", "query" or "body").
+    """
+
+    kind: str  # "sql" | "python" | "fastapi"
     steps: tuple[SqlStep, ...] = ()
     source: str | None = None
     entry: str | None = None
+    method: str | None = None
+    path: str | None = None
+    params: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -133,6 +149,11 @@ class Check:
       no limit.
     kind="python": `source` defines verify(initial_db, final_db, final_answer) returning
       {"result": "complete"|"partial"|"incomplete", "evidence": ...}; run sandboxed.
+    kind="awm": an AWM verifier taking database paths: `source` defines `entry`(initial_db_path,
+      final_db_path, final_answer) returning {"result": ...} (AWM's pure-code mode; may be
+      absent), and `evidence` ({"source", "entry", "success_criteria", "failure_criteria"})
+      holds AWM's code-augmented verifier, whose output is evidence for the LLM judge.
+    kind="llm": no code check; the task is judged by the LLM judge only.
     """
 
     kind: str
@@ -140,6 +161,8 @@ class Check:
     answer: dict[str, Any] | None = None
     changes: dict[str, Any] | None = None
     source: str | None = None
+    entry: str | None = None
+    evidence: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -168,6 +191,14 @@ class Task:
 
 
 @dataclass(frozen=True)
+class App:
+    """The server program of a world's "fastapi" tools (AWM's generated FastAPI + SQLAlchemy file)."""
+
+    kind: str  # "fastapi"
+    source: str
+
+
+@dataclass(frozen=True)
 class World:
     """One environment. `id` is a readable slug plus a hash of the canonical content."""
 
@@ -177,6 +208,7 @@ class World:
     tools: tuple[Tool, ...]
     tasks: tuple[Task, ...]
     id: str = ""
+    app: App | None = None
 
     _tools_by_name: dict[str, Tool] = field(default=None, init=False, repr=False, compare=False)
 
@@ -226,11 +258,15 @@ def _content(world: World) -> dict[str, Any]:
     def impl(i: ToolImpl):
         if i.kind == "sql":
             return {"kind": "sql", "steps": [step(s) for s in i.steps]}
+        if i.kind == "fastapi":
+            return {"kind": "fastapi", "method": i.method, "path": i.path, "params": dict(i.params or {})}
         return _drop_none({"kind": i.kind, "source": i.source, "entry": i.entry})
 
     def check(c: Check):
         if c.kind == "python":
             return {"kind": "python", "source": c.source}
+        if c.kind in ("awm", "llm"):
+            return _drop_none({"kind": c.kind, "source": c.source, "entry": c.entry, "evidence": c.evidence})
         return _drop_none(
             {
                 "kind": "sql",
@@ -249,7 +285,7 @@ def _content(world: World) -> dict[str, Any]:
             d["tags"] = list(t.tags)
         return d
 
-    return {
+    content = {
         "scenario": dataclasses.asdict(world.scenario),
         "schema": list(world.schema),
         "seed": {k: {"columns": list(v["columns"]), "rows": [list(r) for r in v["rows"]]} for k, v in world.seed.items()},
@@ -259,6 +295,9 @@ def _content(world: World) -> dict[str, Any]:
         ],
         "tasks": [task(t) for t in world.tasks],
     }
+    if world.app is not None:  # only when present, so worlds without one keep their ids
+        content["app"] = dataclasses.asdict(world.app)
+    return content
 
 
 def canonical_json(obj: Any) -> str:
@@ -399,16 +438,31 @@ def from_dict(doc: Any, *, source: str = "", verify_id: bool = True) -> World:
             )
         )
 
-    world = World(scenario, tuple(schema), seed, tuple(tools), tuple(tasks))
+    app = None
+    app_doc = r.get(doc, "app", "", dict, required=False)
+    if app_doc is not None:
+        app = App(r.choice(r.get(app_doc, "kind", "app", str), ("fastapi",), "app.kind"), r.get(app_doc, "source", "app", str))
+    if app is None and any(t.impl.kind == "fastapi" for t in tools):
+        r.fail("app", 'the world has "fastapi" tools but no app; add {"kind": "fastapi", "source": ...}')
+    world = World(scenario, tuple(schema), seed, tuple(tools), tuple(tasks), app=app)
     if verify_id and wid and wid != world.id:
         r.fail("id", f"id does not match the content (expected {world.id}); the file was edited after it was written")
     return world
 
 
 def _read_impl(r: _Reader, d: dict, path: str) -> ToolImpl:
-    kind = r.choice(r.get(d, "kind", path, str), ("sql", "python"), f"{path}.kind")
+    kind = r.choice(r.get(d, "kind", path, str), TOOL_KINDS, f"{path}.kind")
     if kind == "python":
         return ToolImpl("python", source=r.get(d, "source", path, str), entry=r.get(d, "entry", path, str))
+    if kind == "fastapi":
+        params = r.get(d, "params", path, dict)
+        for name, where in params.items():
+            r.choice(where, PARAM_LOCATIONS, f"{path}.params.{name}")
+        route = r.get(d, "path", path, str)
+        if not route.startswith("/"):
+            r.fail(f"{path}.path", f"{route!r} must start with '/'")
+        method = r.choice(r.get(d, "method", path, str), HTTP_METHODS, f"{path}.method")
+        return ToolImpl("fastapi", method=method, path=route, params=params)
     steps = []
     raw = r.get(d, "steps", path, list)
     if not raw:
@@ -438,9 +492,20 @@ def _read_impl(r: _Reader, d: dict, path: str) -> ToolImpl:
 
 
 def _read_check(r: _Reader, d: dict, path: str) -> Check:
-    kind = r.choice(r.get(d, "kind", path, str), ("sql", "python"), f"{path}.kind")
+    kind = r.choice(r.get(d, "kind", path, str), CHECK_KINDS, f"{path}.kind")
     if kind == "python":
         return Check("python", source=r.get(d, "source", path, str))
+    if kind == "llm":
+        return Check("llm")
+    if kind == "awm":
+        source = r.get(d, "source", path, str, required=False)
+        evidence = r.get(d, "evidence", path, dict, required=False)
+        if evidence is not None:
+            r.get(evidence, "source", f"{path}.evidence", str)
+            r.get(evidence, "entry", f"{path}.evidence", str)
+        if source is None and evidence is None:
+            r.fail(path, 'an "awm" check needs a verifier source, an evidence verifier, or both (use {"kind": "llm"} for none)')
+        return Check("awm", source=source, entry=r.get(d, "entry", path, str, required=source is not None), evidence=evidence)
     assertions = []
     for j, a in enumerate(r.get(d, "assertions", path, list, required=False, default=[])):
         ap = f"{path}.assertions[{j}]"
