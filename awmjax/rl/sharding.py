@@ -78,3 +78,64 @@ def place_batch(batch: TrainBatch, mesh: Mesh, rules=DEFAULT_RULES) -> TrainBatc
     shardings = batch_shardings(mesh, rules)
     return TrainBatch(*(jax.make_array_from_process_local_data(getattr(shardings, f.name), np.asarray(getattr(batch, f.name)))
                         for f in dataclasses.fields(TrainBatch)))
+
+
+def gather_rows(x_N: np.ndarray) -> np.ndarray:
+    """Every process's rows of a host array, in process order (this process's rows alone in one process)."""
+    if jax.process_count() == 1:
+        return np.asarray(x_N)
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(np.asarray(x_N), tiled=True))
+
+
+def align_batches(batches: list[TrainBatch], rows_multiple: int, pad_id: int) -> list[TrainBatch]:
+    """The same bucket lengths and row counts on every process, so each global update has one shape.
+
+    Every process packs its own samples; a bucket length that any process has becomes a batch on
+    all of them (rows of padding where a process has none of that length), each padded to the
+    largest process's row count, rounded up to rows_multiple. Padding rows carry no loss, so the
+    update equals the one over every process's samples packed together.
+    """
+    mine = {b.tokens_BT.shape[1]: b for b in batches}
+    if len(mine) > _MAX_BUCKETS:
+        raise ValueError(f"align_batches: {len(mine)} bucket lengths; at most {_MAX_BUCKETS} are supported")
+    lengths_K = np.full((1, _MAX_BUCKETS), -1, np.int64)
+    lengths_K[0, :len(mine)] = sorted(mine)
+    union = sorted(set(gather_rows(lengths_K).reshape(-1).tolist()) - {-1})
+    counts_K = np.asarray([[len(mine[T].adv_B) if T in mine else 0 for T in union]], np.int64)
+    most_K = gather_rows(counts_K).max(axis=0)
+    return [_pad_rows(mine.get(T), -(-int(rows) // rows_multiple) * rows_multiple, T, pad_id)
+            for T, rows in zip(union, most_K)]
+
+
+_MAX_BUCKETS = 64
+
+
+def _pad_rows(batch: TrainBatch | None, rows: int, T: int, pad_id: int) -> TrainBatch:
+    """`batch` (or no rows at all) padded with loss-free rows to `rows` rows of length T."""
+
+    def padded(name: str, value, dtype, shape):
+        out = np.full(shape, value, dtype)
+        if batch is not None:
+            a = getattr(batch, name)
+            out[: len(a)] = a
+        return out
+
+    return TrainBatch(
+        padded("tokens_BT", pad_id, np.int32, (rows, T)),
+        padded("targets_BT", pad_id, np.int32, (rows, T)),
+        padded("mask_BT", 0.0, np.float32, (rows, T)),
+        padded("old_logp_BT", 0.0, np.float32, (rows, T)),
+        padded("adv_B", 0.0, np.float32, (rows,)),
+        np.broadcast_to(np.arange(T, dtype=np.int32), (rows, T)).copy(),
+    )
+
+
+def local_copy(tree: Any) -> Any:
+    """A tree of (possibly process-spanning) arrays as whole arrays on this process's default device."""
+    if jax.process_count() == 1:
+        return tree
+    from jax.experimental import multihost_utils
+
+    return jax.device_put(multihost_utils.process_allgather(tree, tiled=True))

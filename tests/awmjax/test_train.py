@@ -72,3 +72,24 @@ def test_config_errors_name_section_and_key(tmp_path):
     bad = tmp_path / "run.toml"
     bad.write_text("[train]\nsteps = 0\n")
     assert main(["train", "--config", str(bad)]) == 2
+
+
+def test_mesh_and_distributed_sections():
+    from awmjax.config import DistributedSection, MeshSection
+
+    assert MeshSection().sizes(8) == (8, 1, 1)  # data takes every device by default
+    assert MeshSection(data=2, fsdp=-1, tensor=2).sizes(8) == (2, 2, 2)
+    assert MeshSection(data=1, fsdp=1, tensor=1).sizes(1) == (1, 1, 1)
+    with pytest.raises(ValueError, match=r"\[mesh\].*does not fit 8 devices"):
+        MeshSection(data=3, fsdp=-1).sizes(8)
+    with pytest.raises(ValueError, match=r"\[mesh\].*does not fit 8 devices"):
+        MeshSection(data=2, fsdp=2, tensor=1).sizes(8)
+    with pytest.raises(ValueError, match=r"\[mesh\]: \[mesh\] data, fsdp, tensor must be >= 1"):
+        RunConfig.from_dict({"mesh": {"data": -1, "fsdp": -1}})
+    env = {"AWMJAX_COORDINATOR_ADDRESS": "10.0.0.1:1234", "AWMJAX_NUM_PROCESSES": "4", "AWMJAX_PROCESS_ID": "3"}
+    assert DistributedSection(enabled=True).initialize_args(env) == {
+        "coordinator_address": "10.0.0.1:1234", "num_processes": 4, "process_id": 3}
+    assert DistributedSection(enabled=True, process_id=0).initialize_args(env)["process_id"] == 0  # config first
+    assert DistributedSection(enabled=True).initialize_args({}) == {}  # JAX's cluster auto-detection
+    with pytest.raises(ValueError, match="AWMJAX_PROCESS_ID='x' is not an integer"):
+        DistributedSection(enabled=True).initialize_args({"AWMJAX_PROCESS_ID": "x"})
