@@ -67,6 +67,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     sy.add_argument("--max-tokens", type=int, default=4096, help="completion token limit per call (default 4096)")
     sy.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (default 0.7)")
     sy.add_argument("--timeout", type=float, default=300.0, help="seconds per request before it is retried (default 300)")
+    sy.add_argument("--time-limit", type=float, default=None,
+                    help="seconds after which no new request is sent; unfinished worlds are rejected with that reason")
     sy.add_argument("--embedding-model", default=None, help="model for scenario embeddings (default: --model; lexical dedup if not served)")
     sy.add_argument("--prices", default=None, help='JSON {"<model>": {"prompt": $/1M tokens, "completion": $/1M tokens}} for the cost column')
     sy.add_argument("--held-out", type=float, default=0.1, help="fraction of each category held out (default 0.1)")
@@ -133,6 +135,7 @@ def cmd_generate(args) -> int:
 
 def cmd_synthesize(args) -> int:
     import asyncio
+    import time
 
     from envgen.catalog import CatalogError
     from envgen.synth.client import LLM, OpenAIBackend, ResponseCache, load_prices
@@ -149,7 +152,8 @@ def cmd_synthesize(args) -> int:
         backend = OpenAIBackend(args.base_url, args.model, timeout=args.timeout, embedding_model=args.embedding_model)
         llm = LLM(backend, ResponseCache(args.cache or f"{args.out.rstrip('/')}.cache"),
                   params={"max_tokens": args.max_tokens, "temperature": args.temperature},
-                  concurrency=args.concurrency, prices=load_prices(args.prices))
+                  concurrency=args.concurrency, prices=load_prices(args.prices),
+                  deadline=None if args.time_limit is None else time.monotonic() + args.time_limit)
         ctx = Context(llm, max_retries=args.max_retries, tasks_per_world=args.tasks_per_world)
     except ValueError as e:
         raise CliError(str(e)) from None

@@ -21,6 +21,7 @@ import json
 import os
 import random
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, Sequence
@@ -203,6 +204,7 @@ class LLM:
     backoff: float = 1.0  # seconds before the first transport retry; doubles each time
     max_backoff: float = 60.0
     prices: dict[str, Price] = field(default_factory=dict)
+    deadline: float | None = None  # time.monotonic() after which no new request is sent
     stats: dict[str, StageStats] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -261,6 +263,8 @@ class LLM:
 
     async def _with_retries(self, st: StageStats, request):
         for attempt in range(self.max_attempts):
+            if self.deadline is not None and time.monotonic() > self.deadline:
+                raise EndpointError("the run's time limit was reached before this call (raise --time-limit to go further)")
             async with self._sem:
                 st.calls += 1
                 try:

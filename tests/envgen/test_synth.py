@@ -28,8 +28,8 @@ REPO = Path(__file__).resolve().parents[2]
 RETRIES = 2  # repair rounds in these tests (the default, 5, only makes the hopeless world slower)
 
 
-def _run(backend, out: Path, cache: Path | None, *, n: int = 5, max_retries: int = RETRIES):
-    llm = LLM(backend, ResponseCache(cache) if cache else None, backoff=0.0)
+def _run(backend, out: Path, cache: Path | None, *, n: int = 5, max_retries: int = RETRIES, deadline: float | None = None):
+    llm = LLM(backend, ResponseCache(cache) if cache else None, backoff=0.0, deadline=deadline)
     ctx = Context(llm, max_retries=max_retries, tasks_per_world=2)
     report = asyncio.run(synthesize(ctx, n=n, out=str(out), seeds=["Bookshop", "Clinic"], progress=False))
     return llm, report
@@ -118,6 +118,14 @@ def test_endpoint_error_rejects_the_world_with_the_reason(tmp_path):
     assert report.accepted == [] and len(report.rejected) == 2
     assert all(r["stage"] == "tasks" and "check --model" in r["failures"][0] for r in report.rejected)
     assert Catalog.open(tmp_path / "cat").rejected() == report.rejected
+
+
+def test_time_limit_stops_new_calls_and_says_why(tmp_path):
+    backend = ScriptedBackend()
+    llm, report = _run(backend, tmp_path / "cat", None, n=2, deadline=time.monotonic() - 1)
+    assert backend.requests == [] and report.accepted == []
+    assert any("time limit" in note for note in report.notes)
+    assert Catalog.open(tmp_path / "cat").index["n_worlds"] == 0
 
 
 @pytest.mark.parametrize("embeddings", [False, True])
