@@ -59,6 +59,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     sy.add_argument("--n", type=int, required=True, help="number of worlds (scenarios) to synthesize")
     sy.add_argument("--out", required=True, help="catalog directory to create")
     sy.add_argument("--seeds", default=None, help="file of seed scenario names, one per line (default: the built-in list)")
+    sy.add_argument("--scenarios", default=None,
+                    help="JSONL of scenarios {name, description, category?} to use instead of stage 1 (e.g. AWM's gen_scenario.jsonl)")
     sy.add_argument("--concurrency", type=int, default=4, help="concurrent requests (default 4)")
     sy.add_argument("--cache", default=None, help="response cache directory (default: <out>.cache); a rerun resumes from it")
     sy.add_argument("--max-retries", type=int, default=5, help="repair rounds per stage after a gate failure (default 5, as AWM)")
@@ -140,7 +142,7 @@ def cmd_synthesize(args) -> int:
     from envgen.catalog import CatalogError
     from envgen.synth.client import LLM, OpenAIBackend, ResponseCache, load_prices
     from envgen.synth.pipeline import synthesize
-    from envgen.synth.scenarios import load_seeds
+    from envgen.synth.scenarios import load_scenarios, load_seeds
     from envgen.synth.stages import Context
 
     if args.n < 1:
@@ -149,6 +151,7 @@ def cmd_synthesize(args) -> int:
         raise CliError(f"{args.out} already exists; choose another --out or pass --overwrite")
     try:
         seeds = load_seeds(args.seeds)
+        given = load_scenarios(args.scenarios) if args.scenarios else None
         backend = OpenAIBackend(args.base_url, args.model, timeout=args.timeout, embedding_model=args.embedding_model)
         llm = LLM(backend, ResponseCache(args.cache or f"{args.out.rstrip('/')}.cache"),
                   params={"max_tokens": args.max_tokens, "temperature": args.temperature},
@@ -158,7 +161,7 @@ def cmd_synthesize(args) -> int:
     except ValueError as e:
         raise CliError(str(e)) from None
     try:
-        report = asyncio.run(synthesize(ctx, n=args.n, out=args.out, seeds=seeds, category_cap=args.category_cap,
+        report = asyncio.run(synthesize(ctx, n=args.n, out=args.out, seeds=seeds, scenarios=given, category_cap=args.category_cap,
                                         held_out=args.held_out, overwrite=args.overwrite, progress=sys.stderr.isatty()))
     except (CatalogError, ValueError) as e:
         raise CliError(str(e)) from None

@@ -94,20 +94,29 @@ async def synthesize(
     n: int,
     out: str,
     seeds: Sequence[str],
+    scenarios: Sequence[Scenario] | None = None,
     category_cap: int | None = None,
     held_out: float = 0.1,
     overwrite: bool = False,
     progress: bool = True,
 ) -> SynthReport:
-    """Synthesize up to `n` worlds through the AWM stages and write the catalog at `out` (atomically)."""
+    """Synthesize up to `n` worlds through the AWM stages and write the catalog at `out` (atomically).
+
+    Given `scenarios`, the first `n` are used as they are and stage 1 is skipped.
+    """
     start = time.perf_counter()
     bars = StageBars(n, progress)
+    dedup = None
     try:
-        try:
-            scenarios, dedup = await scenarios_stage(ctx, seeds, n, cap=category_cap)
-        except (StageFailed, EndpointError, TransientError) as e:
-            scenarios, dedup = [], None
-            ctx.notes.append(f"scenarios: {e}")
+        if scenarios is not None:
+            scenarios = list(scenarios)[:n]
+            ctx.notes.append(f"scenarios: {len(scenarios)} given, stage 1 skipped")
+        else:
+            try:
+                scenarios, dedup = await scenarios_stage(ctx, seeds, n, cap=category_cap)
+            except (StageFailed, EndpointError, TransientError) as e:
+                scenarios = []
+                ctx.notes.append(f"scenarios: {e}")
         bars.done("scenarios", len(scenarios))
         bars.set_total(len(scenarios))
         results = await asyncio.gather(*(build_world(ctx, s, bars) for s in scenarios))

@@ -10,6 +10,7 @@ crowds out the others.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections import Counter
@@ -35,6 +36,35 @@ def load_seeds(path: str | Path | None = None) -> list[str]:
     if not seeds:
         raise ValueError(f"seeds file {p} holds no scenario names; write one name per line")
     return seeds
+
+
+def load_scenarios(path: str | Path) -> list[Scenario]:
+    """Scenarios from JSONL lines {"name", "description", "category"?}, e.g. AWM's gen_scenario.jsonl.
+
+    Without a category, the name's stem is used (AWM names scenarios "<category>_<n>").
+    """
+    p = Path(path)
+    out = []
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise ValueError(f"cannot read scenarios file {p} ({e.strerror}); give a JSONL file of {{name, description}}") from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            doc = json.loads(line)
+            name, description = doc["name"], doc["description"]
+            if not (isinstance(name, str) and name.strip() and isinstance(description, str) and description.strip()):
+                raise TypeError("name and description must be non-empty strings")
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise ValueError(f"{p}:{n}: not a scenario ({type(e).__name__}: {e}); "
+                             'each line must be {"name": ..., "description": ..., "category": ... (optional)}') from None
+        category = doc.get("category") or re.sub(r"_\d+$", "", name)
+        out.append(Scenario(name.strip(), description.strip(), slugify(str(category)).replace("-", "_")))
+    if not out:
+        raise ValueError(f"scenarios file {p} holds no scenarios")
+    return out
 
 
 def scenario_text(s: Scenario) -> str:
@@ -137,7 +167,8 @@ async def scenarios_stage(
         )
         try:
             candidates = await run_stage(ctx, "scenarios", msgs, _parse_scenarios)
-        except StageFailed:
+        except StageFailed as e:
+            ctx.notes.append(f"scenario round {r + 1}: refused after {e.attempts} attempts; last problem: {e.errors[0][:160]}")
             if r + 1 == max_rounds and not dedup.kept:
                 raise
             continue

@@ -18,7 +18,7 @@ from envgen.catalog import Catalog
 from envgen.gate import validate_world
 from envgen.synth.client import LLM, EndpointError, ResponseCache
 from envgen.synth.pipeline import synthesize
-from envgen.synth.scenarios import Deduper, lexical_vector, scenarios_stage
+from envgen.synth.scenarios import Deduper, lexical_vector, load_scenarios, scenarios_stage
 from envgen.synth.stages import Context
 from envgen.world import Scenario
 from tests.envgen.synth_fake import PRODUCTS, ScriptedBackend, answer, product_of, replay_entry
@@ -138,6 +138,29 @@ def test_scenario_dedup_refuses_near_copies(embeddings):
     assert any(n == "Lamp Outlet Fenced Again" and "near-duplicate" in why for n, why in dedup.refused)
     assert ctx.dedup_method == ("embeddings" if embeddings else "lexical")
     ctx.slot.close()
+
+
+AWM1K = REPO.parent / "shared" / "awm1k" / "gen_scenario.jsonl"
+
+
+@pytest.mark.skipif(not AWM1K.exists(), reason="needs ../shared/awm1k")
+def test_given_scenarios_skip_stage_one(tmp_path):
+    given = load_scenarios(AWM1K)
+    assert [s.category for s in given] == ["marketplace", "booking_marketplace", "booking_and_appointments"]
+    assert given[0].name == "marketplace_1" and "VolunteerMatch" in given[0].description
+    backend = ScriptedBackend()
+    llm = LLM(backend, None, backoff=0.0)
+    ctx = Context(llm, max_retries=RETRIES, tasks_per_world=2)
+    report = asyncio.run(synthesize(ctx, n=2, out=str(tmp_path / "cat"), seeds=[], scenarios=given, progress=False))
+    assert "scenarios" not in backend.stages_asked() and backend.embed_requests == []
+    assert sorted(w.scenario.name for w in report.accepted) == ["booking_marketplace_1", "marketplace_1"]
+
+
+def test_bad_scenarios_file_names_the_line_and_the_fix(tmp_path):
+    f = tmp_path / "s.jsonl"
+    f.write_text('{"name": "a_1", "description": "fine"}\n{"name": "b"}\n')
+    with pytest.raises(ValueError, match=r"s.jsonl:2: not a scenario .*each line must be"):
+        load_scenarios(f)
 
 
 def test_category_cap_refuses_similar_scenarios_once_full():
