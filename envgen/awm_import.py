@@ -160,7 +160,8 @@ def build_seed(name: str, schema: list[str], sample_row: dict, problems: list[Pr
     DDL that SQLite refuses is dropped (and reported); each INSERT runs under the sandbox's
     authorizer and deadline, as AWM ran them (in order, foreign keys on), and one that
     fails is reported and skipped. Values computed by SQL (`datetime('now', ...)`) are
-    fixed at import time: the world's seed is a snapshot, so every reset is identical.
+    fixed at import time: the world's seed is a snapshot, so every reset is identical (and
+    the world's content id depends on when it was imported).
     """
     db = SandboxedDB()
     try:
@@ -255,27 +256,30 @@ def verifier_problem(source: Any, entry: str | None) -> tuple[str | None, str | 
     return (verify[0], None) if verify else (None, "defines no verify_* function")
 
 
+def _verifier(name: str, idx: int, parts: dict[str, Any], part: str, problems: list[Problem]) -> tuple[dict, str] | None:
+    """(AWM's verification record, its entry function) for task `idx` from file `part`, if it compiles."""
+    row = (parts.get(part) or {}).get(idx)
+    if row is None:
+        return None
+    v = _value(row.get("verification")) or {}
+    entry, why = verifier_problem(v.get("code"), v.get("function_name"))
+    if why:
+        problems.append(Problem(name, f"task {idx} {FILES[part].removesuffix('.jsonl')}", f"verifier {why}; dropped", False))
+        return None
+    return v, entry
+
+
 def _check(name: str, idx: int, parts: dict[str, Any], problems: list[Problem]) -> Check:
-    pure = (parts.get("pure_code") or {}).get(idx)
-    aug = (parts.get("verifier") or {}).get(idx)
-    source = entry = evidence = None
-    if pure is not None:
-        v = _value(pure.get("verification")) or {}
-        entry, why = verifier_problem(v.get("code"), v.get("function_name"))
-        if why:
-            problems.append(Problem(name, f"task {idx} gen_verifier.pure_code", f"verifier {why}; dropped", False))
-        else:
-            source = v["code"]
-    if aug is not None:
-        v = _value(aug.get("verification")) or {}
-        fn, why = verifier_problem(v.get("code"), v.get("function_name"))
-        if why:
-            problems.append(Problem(name, f"task {idx} gen_verifier", f"verifier {why}; dropped", False))
-        else:
-            evidence = {"source": v["code"], "entry": fn, "success_criteria": str(v.get("success_criteria") or ""), "failure_criteria": str(v.get("failure_criteria") or "")}
-    if source is None and evidence is None:
+    pure = _verifier(name, idx, parts, "pure_code", problems)
+    aug = _verifier(name, idx, parts, "verifier", problems)
+    if pure is None and aug is None:
         return Check("llm")
-    return Check("awm", source=source, entry=entry if source else None, evidence=evidence)
+    evidence = None
+    if aug is not None:
+        v, fn = aug
+        evidence = {"source": v["code"], "entry": fn, "success_criteria": str(v.get("success_criteria") or ""),
+                    "failure_criteria": str(v.get("failure_criteria") or "")}
+    return Check("awm", source=pure[0]["code"] if pure else None, entry=pure[1] if pure else None, evidence=evidence)
 
 
 def convert_scenario(name: str, parts: dict[str, Any]) -> tuple[World | None, list[Problem]]:

@@ -28,6 +28,7 @@ import select
 import subprocess
 import sys
 import time
+import functools
 import hashlib
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -93,6 +94,7 @@ class DbState:
 APP_LOAD_SECONDS = 60.0  # importing FastAPI + SQLAlchemy and building an app's models
 
 
+@functools.lru_cache(maxsize=256)
 def app_key(source: str) -> str:
     """The name an app's source is loaded under in the child."""
     return hashlib.sha256(source.encode()).hexdigest()[:20]
@@ -113,7 +115,7 @@ class PythonSandbox:
 
     def _ensure(self) -> subprocess.Popen:
         if self.proc is None or self.proc.poll() is not None:
-            self.apps.clear(), self.templates.clear(), self.held.clear()  # a new child holds nothing
+            self._forget()  # a new child holds nothing
             # DATABASE_PATH: AWM's apps read their database URL from it at import; an
             # in-memory one means importing an app opens no file (envgen.app_child rebinds it)
             env = {"PATH": "/usr/bin:/bin", "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", "DATABASE_PATH": "sqlite://"}
@@ -253,11 +255,14 @@ class PythonSandbox:
         msg = {"op": "awm_verify", "source": source, "entry": entry, "template": template[0], "final_answer": final_answer}
         return self._app_call(msg, None, state, timeout, template)
 
-    def kill(self) -> None:
-        """Kill the child; the next call starts a fresh one."""
+    def _forget(self) -> None:
         self.apps.clear()
         self.templates.clear()
         self.held.clear()
+
+    def kill(self) -> None:
+        """Kill the child; the next call starts a fresh one."""
+        self._forget()
         if self.proc is not None:
             try:
                 os.killpg(self.proc.pid, 9)

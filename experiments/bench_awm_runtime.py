@@ -70,11 +70,7 @@ def awm_sources(awm: Path) -> tuple[list[str], list[str], str]:
 # --------------------------------------------------------------------------- (a) AWM's way
 
 
-def rebuild_db_file(path: Path, ddl: list[str], inserts: list[str]) -> None:
-    """AWM's reset: a fresh database file from the DDL and the sample INSERTs (one commit)."""
-    for p in (path, Path(str(path) + "-journal")):
-        p.unlink(missing_ok=True)
-    conn = sqlite3.connect(path)
+def _load(conn: sqlite3.Connection, ddl: list[str], inserts: list[str]) -> None:
     conn.execute("PRAGMA foreign_keys = ON")
     for s in ddl:
         conn.execute(s)
@@ -87,22 +83,20 @@ def rebuild_db_file(path: Path, ddl: list[str], inserts: list[str]) -> None:
     conn.close()
 
 
+def rebuild_db_file(path: Path, ddl: list[str], inserts: list[str]) -> None:
+    """AWM's reset: a fresh database file from the DDL and the sample INSERTs (one commit)."""
+    for p in (path, Path(str(path) + "-journal")):
+        p.unlink(missing_ok=True)
+    _load(sqlite3.connect(path), ddl, inserts)
+
+
 def rebuild_in_place(path: Path, ddl: list[str], inserts: list[str]) -> None:
     """(a') reset for a running server: drop every table, then DDL and INSERTs into the same file."""
     conn = sqlite3.connect(path)
     conn.execute("PRAGMA foreign_keys = OFF")
     for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'").fetchall():
         conn.execute(f'DROP TABLE "{name}"')
-    conn.execute("PRAGMA foreign_keys = ON")
-    for s in ddl:
-        conn.execute(s)
-    for s in inserts:
-        try:
-            conn.execute(s)
-        except sqlite3.Error:
-            pass
-    conn.commit()
-    conn.close()
+    _load(conn, ddl, inserts)
 
 
 def free_port() -> int:

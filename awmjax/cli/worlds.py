@@ -84,6 +84,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             raise
     else:
         add_play_commands(verbs)
+    from awmjax.cli.worlds_awm import add_awm_commands
+
+    add_awm_commands(verbs)
 
 
 def _load_world_file(path: Path):
