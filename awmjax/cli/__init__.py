@@ -9,7 +9,7 @@ import sys
 # Each entry is a module under awmjax.cli with `register(subparsers)`; a module adds
 # its own nouns and verbs. Modules import their heavy dependencies lazily, inside
 # the handlers, so `awmjax --help` stays fast.
-COMMAND_MODULES = ["worlds", "model", "train", "serve"]
+COMMAND_MODULES = ["worlds", "model", "train", "eval", "serve"]
 
 
 class CliError(Exception):

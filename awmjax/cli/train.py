@@ -1,4 +1,5 @@
-"""`awmjax train --config FILE` runs GRPO; `awmjax plot RUN` draws a run's curves as PNG."""
+"""`awmjax train --config FILE` runs GRPO; `awmjax sft --config FILE` the SFT warm start;
+`awmjax plot RUN` draws a run's curves as PNG."""
 
 from __future__ import annotations
 
@@ -16,6 +17,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config value, e.g. --set train.steps=3 (repeatable)")
     p.set_defaults(handler=cmd_train, noun_parser=p)
+
+    f = sub.add_parser("sft", help="SFT warm start on the gold trajectories of a catalog",
+                       description="Play every task's gold sequence through the pool (real tool responses), "
+                                   "render it in the chat format with varied phrasings, and train on the policy's "
+                                   "turns with the run's history limit. Writes [train] out/sft/ with metrics.jsonl "
+                                   "and policy/ (a Hugging Face directory that `awmjax eval --policy` and "
+                                   "`[train] policy` accept). Its schedule is the config's [sft] section.")
+    f.add_argument("--config", required=True, help="TOML (or JSON) run config")
+    f.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one config value, e.g. --set sft.epochs=1 (repeatable)")
+    f.set_defaults(handler=cmd_sft, noun_parser=f)
 
     q = sub.add_parser("plot", help="write PNG curves of a run's metrics",
                        description="Read RUN/metrics.jsonl and write RUN/curves.png (reward, outcomes, loss, KL, speed).")
@@ -39,12 +51,12 @@ def _apply_overrides(doc: dict, overrides: list[str]) -> dict:
     return doc
 
 
-def cmd_train(args) -> int:
+def load_run_config(args):
+    """The run config of --config with the --set overrides; errors name the file and the fix."""
     import tomllib
     from pathlib import Path
 
     from awmjax.config import RunConfig
-    from awmjax.train import train
 
     path = Path(args.config)
     if not path.is_file():
@@ -56,8 +68,25 @@ def cmd_train(args) -> int:
         raise CliError(str(e)) from None
     if not cfg.train.catalog:
         raise CliError(f"{path}: [train] catalog is empty; point it at a catalog (awmjax worlds generate --out DIR)")
-    run = train(cfg)
+    return cfg
+
+
+def cmd_train(args) -> int:
+    from awmjax.train import train
+
+    run = train(load_run_config(args))
     print(f"run folder: {run}  (metrics.jsonl, tensorboard/, checkpoints/, config.json)")
+    return 0
+
+
+def cmd_sft(args) -> int:
+    from awmjax.sft import run_sft
+
+    try:
+        out = run_sft(load_run_config(args))
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    print(f"sft folder: {out}  (policy/, metrics.jsonl, summary.json)")
     return 0
 
 

@@ -25,6 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--held-out", type=float, default=0.1, help="fraction of each category held out (default 0.1)")
     g.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core)")
     g.add_argument("--overwrite", action="store_true", help="replace an existing catalog at --out")
+    g.add_argument("--profile", choices=("full", "compact"), default="full",
+                   help="full (default) or compact: two tasks per world and only the tools they use plus one (CPU demos)")
     g.set_defaults(handler=cmd_generate)
 
     v = verbs.add_parser("validate", help="run the validation gate and report every failure",
@@ -126,7 +128,8 @@ def cmd_generate(args) -> int:
     from envgen.catalog import CatalogError
 
     try:
-        report = generate_catalog(args.n, args.seed, args.out, workers=args.workers, held_out=args.held_out, overwrite=args.overwrite)
+        report = generate_catalog(args.n, args.seed, args.out, workers=args.workers, held_out=args.held_out, overwrite=args.overwrite,
+                                  profile=args.profile)
     except (CatalogError, ValueError) as e:
         raise CliError(str(e)) from None
     rate = report.accepted / report.seconds if report.seconds else 0.0

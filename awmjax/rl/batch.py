@@ -4,7 +4,7 @@ History-limited training (AWM's HL): a T-turn episode becomes T samples, each th
 exact prompt its assistant turn was sampled from (system turn, task, on the mcp surface
 the list_tools exchange, and the last w steps before it; `Conversation.context_turns`)
 followed by that turn, with loss on that turn only. Full-history training gives one sample per episode with loss on every
-policy turn. Samples are padded to a few bucket lengths (powers of two) and batches to
+policy turn. Samples are padded to a few bucket lengths (64 x 1, 1.5, 2, 3, 4, ...) and batches to
 a multiple of the micro-batch, so XLA compiles a handful of programs, not one per batch.
 """
 
@@ -82,24 +82,51 @@ def samples_from_episode(e: EpisodeResult, advantage: float, history_window: int
     return out
 
 
+def merge_prefix_samples(samples: Sequence[Sample]) -> list[Sample]:
+    """Merge each sample into the next when its ids are a prefix of the next one's (same episode,
+    same advantage): one sequence with both turns trainable. Under HL this happens while the
+    history window has not cut anything yet; the token-level loss is unchanged (each trainable
+    token sees the same context and keeps its sampler log-prob), computed on fewer tokens. Not
+    for sequence-level importance ratios, which are per sample."""
+    out: list[Sample] = []
+    for s in samples:
+        prev = out[-1] if out else None
+        if (prev is not None and len(prev.ids) <= len(s.ids) and s.ids[: len(prev.ids)] == prev.ids
+                and prev.advantage == s.advantage):
+            out.pop()
+            n = len(prev.ids)
+            mask = [max(a, b) for a, b in zip(prev.mask, s.mask)] + list(s.mask[n:])
+            logprobs = [p if m else q for p, q, m in zip(prev.logprobs, s.logprobs, prev.mask)] + list(s.logprobs[n:])
+            s = Sample(list(s.ids), mask, logprobs, s.advantage, s.policy_lag)
+        out.append(s)
+    return out
+
+
 def bucket_length(n: int, minimum: int = 64, maximum: int = 8192) -> int:
-    """The smallest power of two >= n (and >= minimum); error past maximum."""
+    """The smallest bucket >= n: minimum times 1, 1.5, 2, 3, 4, 6, 8, ... (padding under a third,
+    a handful of shapes); error past maximum."""
     if n > maximum:
         raise ValueError(f"a training sample of {n} tokens exceeds the longest bucket ({maximum}); raise max_context or shorten episodes")
     b = minimum
     while b < n:
-        b *= 2
+        b = b * 3 // 2 if b & (b - 1) == 0 else b * 4 // 3  # 2^k -> 1.5 * 2^k -> 2^(k+1)
     return b
 
 
-def pack(samples: Sequence[Sample], *, micro_batch: int, pad_id: int, max_len: int = 8192) -> list[TrainBatch]:
-    """Group samples by bucket length into batches whose size is a multiple of micro_batch."""
+def pack(samples: Sequence[Sample], *, micro_batch: int, pad_id: int, max_len: int = 8192, minimum: int = 64,
+         rows: int | None = None) -> list[TrainBatch]:
+    """Group samples by bucket length into batches whose size is a multiple of micro_batch.
+
+    `rows` pads every batch to at least that many rows (a multiple of micro_batch; the extra
+    rows carry no loss), so updates of varying sample counts share one compiled shape."""
+    if rows is not None and rows % micro_batch:
+        raise ValueError(f"pack: rows={rows} must be a multiple of micro_batch={micro_batch}")
     by_len: dict[int, list[Sample]] = {}
     for s in samples:
-        by_len.setdefault(bucket_length(len(s.ids), maximum=max_len), []).append(s)
+        by_len.setdefault(bucket_length(len(s.ids), minimum=minimum, maximum=max_len), []).append(s)
     batches = []
     for T, group in sorted(by_len.items()):
-        B = -(-len(group) // micro_batch) * micro_batch
+        B = max(-(-len(group) // micro_batch) * micro_batch, rows or 0)
         tokens = np.full((B, T), pad_id, np.int32)
         targets = np.full((B, T), pad_id, np.int32)
         mask = np.zeros((B, T), np.float32)

@@ -34,23 +34,60 @@ class OptimConfig:
     weight_decay: float = 0.0
     b1: float = 0.9
     b2: float = 0.999
+    # 0 trains every parameter; k > 0 trains only the top k decoder layers and the final norm
+    # (embeddings and lower layers frozen): the backward pass then stops at the lowest
+    # trainable layer, which roughly halves a CPU update of a 30-layer model for k = 8.
+    train_top_layers: int = 0
 
     def __post_init__(self):
         if self.learning_rate <= 0:
             raise ValueError(f"OptimConfig.learning_rate must be > 0, got {self.learning_rate}")
         if self.warmup_steps < 0 or self.max_grad_norm <= 0:
             raise ValueError("OptimConfig: warmup_steps must be >= 0 and max_grad_norm > 0")
+        if self.train_top_layers < 0:
+            raise ValueError(f"OptimConfig.train_top_layers must be >= 0 (0 = all), got {self.train_top_layers}")
+
+    def trainable(self, params) -> Any:
+        """A pytree of bools over `params`: which leaves this configuration updates."""
+        layers = [k for k in _layer_indices(params)]
+        lowest = (max(layers) + 1 - self.train_top_layers) if (self.train_top_layers and layers) else None
+
+        def keep(path, _):
+            if lowest is None:
+                return True
+            keys = [getattr(k, "key", getattr(k, "idx", None)) for k in path]
+            if "layers" in keys:
+                return keys[keys.index("layers") + 1] >= lowest
+            return "final_norm" in keys
+
+        return jax.tree_util.tree_map_with_path(keep, params)
+
+    def freeze(self, params) -> Any:
+        """`params` with the frozen leaves behind stop_gradient (no backward pass below them)."""
+        if not self.train_top_layers:
+            return params
+        return jax.tree.map(lambda p, t: p if t else jax.lax.stop_gradient(p), params, self.trainable(params))
 
     def make(self) -> optax.GradientTransformation:
-        """The optax transformation."""
+        """The optax transformation (frozen leaves get zero gradients, so zero Adam updates, and no decay)."""
         lr = (optax.linear_schedule(0.0, self.learning_rate, self.warmup_steps)
               if self.warmup_steps else self.learning_rate)
         if self.warmup_steps:
             lr = optax.join_schedules([lr, optax.constant_schedule(self.learning_rate)], [self.warmup_steps])
         return optax.chain(
             optax.clip_by_global_norm(self.max_grad_norm),
-            optax.adamw(lr, b1=self.b1, b2=self.b2, weight_decay=self.weight_decay),
+            optax.adamw(lr, b1=self.b1, b2=self.b2, weight_decay=self.weight_decay, mask=self.trainable),
         )
+
+
+def _layer_indices(params) -> set[int]:
+    """The decoder layer numbers present in a parameter tree (paths ...['layers'][i]...)."""
+    out = set()
+    for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]:
+        keys = [getattr(k, "key", getattr(k, "idx", None)) for k in path]
+        if "layers" in keys and isinstance(keys[keys.index("layers") + 1], int):
+            out.add(keys[keys.index("layers") + 1])
+    return out
 
 
 @jax.tree_util.register_dataclass
@@ -101,7 +138,7 @@ def make_train_step(graphdef, optim: OptimConfig, grpo: GRPOConfig, micro_batch:
         return tree if mesh is None else jax.lax.with_sharding_constraint(tree, shardings)
 
     def micro_loss(params, ref_params, mb: dict, total_tokens):
-        logp_BT, entropy_BT = token_logprobs(graphdef, params, mb["tokens"], mb["positions"], mb["targets"])
+        logp_BT, entropy_BT = token_logprobs(graphdef, optim.freeze(params), mb["tokens"], mb["positions"], mb["targets"])
         ref_BT = None
         if ref_params is not None:
             ref_BT, _ = token_logprobs(graphdef, jax.lax.stop_gradient(ref_params), mb["tokens"], mb["positions"], mb["targets"])

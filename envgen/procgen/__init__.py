@@ -41,7 +41,7 @@ def generate_world(rng_seed: int, index: int, profile: str = "full") -> World:
     """World number `index` of the stream seeded by `rng_seed` (deterministic).
 
     profile "full" keeps every tool and ten tasks; "compact" (the CPU demo's worlds) keeps
-    two of those tasks, of different kinds, and only the tools their gold sequences call plus one distractor, so prompts are
+    two of those tasks, of different kinds, over fewer seed rows (short listings), and only the tools their gold sequences call plus one distractor, so prompts are
     a few hundred tokens instead of a few thousand. The tasks are the same kinds as in the
     full world, so a compact catalog is smaller, not easier in kind.
     """
@@ -53,7 +53,7 @@ def generate_world(rng_seed: int, index: int, profile: str = "full") -> World:
     for attempt in range(20):
         rng = random.Random(f"awmjax-procgen/{rng_seed}/{index}/{attempt}")
         try:
-            world = _build(rng, arch)
+            world = _build(rng, arch, lean=profile == "compact")
             return _compact(world, rng) if profile == "compact" else world
         except RuntimeError:  # too few tasks fit this draw; draw again
             continue
@@ -94,10 +94,10 @@ def _compact(world: World, rng: random.Random) -> World:
     return dataclasses.replace(world, id="", tools=tuple(t for t in world.tools if t.name in keep), tasks=tasks)
 
 
-def _build(rng: random.Random, arch) -> World:
+def _build(rng: random.Random, arch, lean: bool = False) -> World:
     naming = Naming(rng)
     n_tables = rng.choice((6, 8, 10, 12, 13, 14, 15, 16, 16, 17, 18, 18, 19, 20, 20, 21, 22, 22, 23, 24))
-    m = build_model(rng, arch, naming, n_tables)
+    m = build_model(rng, arch, naming, n_tables, lean)
     kit = build_tools(m)
     tasks = build_tasks(m, kit, rng)
     name = rng.choice(arch.names).format(W=rng.choice(wd.PLACE_WORDS), C=rng.choice(wd.CITIES))

@@ -64,6 +64,7 @@ class Model:
     statuses: tuple[str, str, str, str] = ("pending", "confirmed", "completed", "cancelled")
     cancellable: tuple[str, ...] = ()  # statuses from which a record may be cancelled (set by the tools)
     small: bool = False  # few tables: give the core tables more rows so the seed stays at 50 rows or more
+    lean: bool = False  # the compact profile: fewer people, resources and records, so listings stay short
 
     def t(self, role: str) -> Table | None:
         return self.tables.get(role)
@@ -73,8 +74,13 @@ class Model:
         return f"{self.today.isoformat()}T09:00:00"
 
 
-def build_model(rng: random.Random, arch: Archetype, naming: Naming, n_tables: int) -> Model:
-    """Draw vocabulary and tables (about n_tables of them) and fill the seed rows."""
+def _rows(rng: random.Random, m: Model, lean: tuple[int, int], full: tuple[int, int]) -> int:
+    """A core table's row count: drawn from `lean` in the compact profile, else from `full`."""
+    return rng.randrange(*(lean if m.lean else full))
+
+
+def build_model(rng: random.Random, arch: Archetype, naming: Naming, n_tables: int, lean: bool = False) -> Model:
+    """Draw vocabulary and tables (about n_tables of them) and fill the seed rows (fewer when lean)."""
     res, rec = arch.resources[0], arch.records[0]
     lk0 = arch.lookups[0]
     nouns = {"user": rng.choice(arch.users), "staff": rng.choice(arch.staff), "lookup0": rng.choice(lk0.nouns),
@@ -99,7 +105,7 @@ def build_model(rng: random.Random, arch: Archetype, naming: Naming, n_tables: i
             seen.add(nouns[role])
     nouns["restags"] = f"{nouns['resource']}_{nouns['tags']}"
     today = dt.date(2024, 1, 1) + dt.timedelta(days=rng.randrange(0, 700))
-    m = Model(arch, naming, today, nouns, statuses=rec.statuses, small=n_tables <= 9)
+    m = Model(arch, naming, today, nouns, statuses=rec.statuses, small=n_tables <= 9, lean=lean)
     pool = [r for r in OPTIONAL if r != "lookup1" or len(arch.lookups) > 1]
     rng.shuffle(pool)
     chosen: set[str] = set()
@@ -154,7 +160,7 @@ def _people(m: Model, rng: random.Random, role: str) -> None:
         t.add("role", rng.choice(("role", "job_title", "position")), "TEXT NOT NULL")
     t.add("created", n.ts, "TEXT NOT NULL")
     taken: set[str] = set()
-    for _ in range(rng.randrange(14 if m.small else 8, 21) if role == "user" else rng.randrange(3, 9)):
+    for _ in range(_rows(rng, m, (6, 10), (14 if m.small else 8, 21)) if role == "user" else rng.randrange(3, 9)):
         name = wd.person(rng, taken)
         extra = {"phone": wd.phone(rng), "city": rng.choice(wd.CITIES)} if role == "user" else {"role": rng.choice(wd.ROLES)}
         t.insert(name=name, email=wd.email(name, rng), created=wd.stamp(m.today, rng, -900, -30), **extra)
@@ -175,7 +181,7 @@ def _resource(m: Model, rng: random.Random, role: str) -> None:
         t.add("enum", n.col(res.enum[0]), "TEXT")
     t.add("active", rng.choice(("is_active", "active", "available")), "INTEGER NOT NULL DEFAULT 1")
     names: set[str] = set()
-    target = rng.randrange(12 if m.small else 8, 26)
+    target = _rows(rng, m, (6, 11), (12 if m.small else 8, 26))
     for _ in range(target * 4):
         if len(names) >= target:
             break
@@ -212,7 +218,7 @@ def _record(m: Model, rng: random.Random, role: str) -> None:
     t.add("amount", rng.choice(("total", "amount", "total_cost", "charge")), "REAL NOT NULL DEFAULT 0")
     t.add("created", n.ts, "TEXT NOT NULL")
     resources, users = m.tables["resource"], m.tables["user"]
-    for i in range(rng.randrange(20 if m.small else 10, 36)):
+    for i in range(_rows(rng, m, (8, 13), (20 if m.small else 10, 36))):
         uid = 1 if i < 6 or rng.random() < 0.3 else _pick(rng, users)
         rid = _pick(rng, resources)
         qty = rng.randrange(1, min(rec.qty_max, 4) + 1) if rec.qty else 1
