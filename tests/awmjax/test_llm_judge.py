@@ -116,3 +116,24 @@ def test_judge_config_wires_the_endpoint():
                                          "retries": 1, "concurrency": 8, "timeout_s": 5}}).judge
     assert cfg.options()["base_url"] == "http://127.0.0.1:9/v1" and cfg.options()["timeout_s"] == 5
     assert callable(make_judge(cfg.name, **cfg.options()))
+
+
+def test_train_rewards_come_from_the_llm_judge(tmp_path):
+    from awmjax.train import train
+    from envgen.catalog import write_catalog
+    from tests.envgen.worlds import shop_world
+
+    catalog = str(write_catalog(tmp_path / "shop", [shop_world()], held_out=0.0))
+    verdict = '{"reasoning": "the order was handled", "evidence": [], "label": "completed"}'
+    with ReplayServer([verdict] * 64) as srv:
+        cfg = RunConfig.from_dict({
+            "train": {"catalog": catalog, "out": str(tmp_path / "run"), "policy": "tiny-random", "steps": 1,
+                      "tasks_per_step": 2, "group_size": 2, "micro_batch": 2, "checkpoint_every": 1, "max_cache_len": 1024},
+            "rollout": {"max_turns": 2, "max_new_tokens": 8, "max_context": 1024},
+            "judge": {"name": "llm", "base_url": srv.base_url, "model": "judge-model", "retries": 0},
+        })
+        (row,) = [json.loads(line) for line in (train(cfg, progress=False) / "metrics.jsonl").read_text().splitlines()]
+    judged = srv.served
+    assert judged >= 1 and row["judge_fallbacks"] == 0  # a random policy never passes the code check itself,
+    assert row["outcome/complete"] == judged / 4  # so every "complete" is the LLM judge's
+    assert row["reward_mean"] == pytest.approx(row["outcome/complete"] * 1.0 + row["outcome/format_error"] * -1.0)
