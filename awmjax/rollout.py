@@ -115,6 +115,9 @@ def run_episodes(
             res.outcome, res.end_reason = "env_error", "env_error"
             res.messages.append(f"reset failed: {r.error}")
     active = [i for i, r in enumerate(results) if not r.end_reason]
+    # a policy with a KV cache (the Sampler) continues each episode from its cache while the
+    # history window has not cut anything, instead of prefilling the whole prompt every turn
+    cache = _EpisodeCache(policy, len(results)) if hasattr(policy, "continue_") and hasattr(policy, "start") else None
     while active:
         prompts, budgets, live = [], [], []
         for i in active:
@@ -132,10 +135,12 @@ def run_episodes(
             live.append(i)
         if not live:
             break
-        if episode_ids is None:
+        row_ids = None if episode_ids is None else [episode_ids[i] * cfg.max_turns + results[i].turns for i in live]
+        if cache is not None:
+            gens = cache.generate(live, prompts, budgets, sampling, row_ids)
+        elif row_ids is None:
             gens = policy.generate(prompts, sampling, budgets=budgets)
         else:
-            row_ids = [episode_ids[i] * cfg.max_turns + results[i].turns for i in live]
             gens = policy.generate(prompts, sampling, budgets=budgets, row_ids=row_ids)
         texts = []
         for i, gen in zip(live, gens):
@@ -167,6 +172,49 @@ def run_episodes(
         res.verdict, res.changes = fin.verdict, fin.changes
         res.outcome = fin.verdict["result"]
     return results
+
+
+class _EpisodeCache:
+    """One sampler cache over all episodes of a run_episodes call (row i = episode i).
+
+    A turn whose prompt extends what the row's cache holds (the conversation only grew) feeds
+    just the new tokens; when any live row's prompt does not (the history window started to
+    cut), the whole batch starts over from its prompts. Finished episodes keep their rows
+    with a zero budget. Sampling is the same either way; only the work differs.
+    """
+
+    def __init__(self, sampler, rows: int):
+        self.sampler, self.rows = sampler, rows
+        self.state = None
+        self.held: list[list[int]] = [[] for _ in range(rows)]  # tokens row i's cache stands for
+
+    def generate(self, live: list[int], prompts: list[list[int]], budgets: list[int], sampling: SamplingConfig,
+                 row_ids: list[int] | None) -> list:
+        prompt_of = dict(zip(live, prompts))
+        extends = self.state is not None and all(
+            len(self.held[i]) < len(p) and p[: len(self.held[i])] == self.held[i] for i, p in prompt_of.items())
+        budget_all = [0] * self.rows
+        for i, b in zip(live, budgets):
+            budget_all[i] = b
+        ids_all = None
+        if row_ids is not None:
+            ids_all = list(range(self.rows))
+            for i, r in zip(live, row_ids):
+                ids_all[i] = r
+        if extends:
+            appended = [prompt_of[i][len(self.held[i]):] if i in prompt_of else [] for i in range(self.rows)]
+            state = self.state
+        else:
+            pad = [self.sampler.pad_id]
+            appended = None
+            state = self.sampler.start([prompt_of.get(i, pad) for i in range(self.rows)])
+            self.held = [list(prompt_of.get(i, pad)) for i in range(self.rows)]
+        gens, self.state = self.sampler.continue_(state, appended, sampling, budgets=budget_all, row_ids=ids_all)
+        out = []
+        for i in live:
+            self.held[i] = list(prompt_of[i]) + list(gens[i].token_ids)
+            out.append(gens[i])
+        return out
 
 
 @dataclass

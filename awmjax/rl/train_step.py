@@ -20,6 +20,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from awmjax.model.sharding import DEFAULT_RULES
 from awmjax.rl.batch import TrainBatch
 from awmjax.rl.config import GRPOConfig
+from awmjax.rl.logprobs import target_logprobs
 from awmjax.rl.loss import policy_loss
 from awmjax.rl.sharding import batch_axes, batch_shardings, rows_per_shard, tree_shardings
 
@@ -113,12 +114,7 @@ def token_logprobs(graphdef, params, tokens_BT, positions_BT, targets_BT) -> tup
     """Log-probabilities of the targets and the entropy per position."""
     model = nnx.merge(graphdef, params)
     h_BTD, _ = model.hidden(tokens_BT, positions_BT)
-    logits_BTV = model.logits(h_BTD)
-    logz_BT = jax.nn.logsumexp(logits_BTV, axis=-1)
-    logp_BT = jnp.take_along_axis(logits_BTV, targets_BT[..., None], axis=-1)[..., 0] - logz_BT
-    probs_BTV = jax.nn.softmax(logits_BTV, axis=-1)
-    entropy_BT = logz_BT - jnp.sum(probs_BTV * logits_BTV, axis=-1)
-    return logp_BT, entropy_BT
+    return target_logprobs(model.logits(h_BTD), targets_BT)
 
 
 def make_train_step(graphdef, optim: OptimConfig, grpo: GRPOConfig, micro_batch: int,
