@@ -33,10 +33,16 @@ def plot_run(run: Path) -> Path:
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.legend(fontsize=7)
+    return save_figure(fig, run / "curves.png")
+
+
+def save_figure(fig, path: Path) -> Path:
+    """Lay out, write to a temporary file, rename (a reader never sees half a PNG), close."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
-    out = run / "curves.png"
-    tmp = run / ".curves.tmp.png"
+    tmp = path.with_name(f".{path.stem}.tmp.png")
     fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    os.replace(tmp, out)
-    return out
+    os.replace(tmp, path)
+    return path

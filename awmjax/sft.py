@@ -17,6 +17,7 @@ fewer tokens.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -114,6 +115,8 @@ def gold_episodes(tokenizer, pool, worlds: Sequence[Any], rollout: RolloutConfig
 
     rng = random.Random(seed)
     jobs = [(w, t) for _ in range(phrasings) for w in worlds for t in w.tasks if t.gold]
+    longest = max((len(t.gold) for _, t in jobs), default=0) + 2  # the calls, list_tools on mcp, the answer
+    rollout = dataclasses.replace(rollout, max_turns=max(rollout.max_turns, longest))
     dropped = {"no_gold": sum(1 for w in worlds for t in w.tasks if not t.gold), "not_complete": 0}
     kept: list[EpisodeResult] = []
     sampling = SamplingConfig(temperature=0.0, max_new_tokens=rollout.max_new_tokens)
