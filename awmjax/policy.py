@@ -26,8 +26,10 @@ def load_policy(source: str, *, dtype: str = "float32", seed: int = 0) -> tuple[
         config = ModelConfig.tiny(vocab_size=tok.vocab_size, dtype=dtype, param_dtype=dtype)
         return Decoder(config, rngs=nnx.Rngs(seed)), config, tok
     path = Path(source)
-    if path.is_dir() and (path / "policy" / "config.json").is_file():  # a run folder (sft, train, demo)
+    if path.is_dir() and (path / "policy" / "config.json").is_file():  # a finished run folder (sft, train, demo)
         path = path / "policy"
+    elif path.is_dir() and (path / "checkpoints").is_dir() and (path / "config.json").is_file():
+        return _from_checkpoint(path, dtype=dtype, seed=seed)  # a training run still going (or killed)
     if path.is_dir() and (path / "config.json").is_file():
         from awmjax.model.hf_io import load_hf
 
@@ -47,3 +49,24 @@ def save_policy(model: Decoder, config: ModelConfig, tokenizer: Tokenizer, path:
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer.save(tmp)
         return save_hf(model, config, path, tokenizer_files=sorted(Path(tmp).iterdir()), overwrite=True)
+
+
+def _from_checkpoint(run_dir: Path, *, dtype: str, seed: int) -> tuple[Decoder, ModelConfig, Tokenizer]:
+    """The policy of a training run's latest orbax checkpoint (its config.json names the base model)."""
+    import json
+
+    from awmjax.config import RunConfig
+    from awmjax.rl.train_step import init_state
+    from awmjax.train import _checkpointer, restore_checkpoint
+
+    cfg = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text()), source=str(run_dir / "config.json"))
+    model, config, tok = load_policy(cfg.train.policy, dtype=dtype, seed=seed)
+    graphdef, state = init_state(model, cfg.optim, with_reference=cfg.grpo.kl_coef > 0)
+    mngr = _checkpointer(run_dir)
+    try:
+        restored = restore_checkpoint(mngr, state)
+    finally:
+        mngr.close()
+    if restored is None:
+        raise ValueError(f"{run_dir} has no checkpoint yet; wait for the first one or give another policy")
+    return nnx.merge(graphdef, restored[1].params), config, tok

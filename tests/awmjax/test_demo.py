@@ -28,3 +28,36 @@ def test_demo_pipeline_runs_end_to_end(tmp_path):
         assert (policy / "config.json").is_file() and (policy / "tokenizer.json").is_file()
     assert (out / "completion.png").stat().st_size > 0 and (out / "grpo" / "metrics.jsonl").is_file()
     assert (out / "config.json").is_file() and any((out / "grpo" / "checkpoints").iterdir())
+
+
+def test_a_training_run_folder_loads_from_its_latest_checkpoint(tmp_path):
+    """`--policy RUN` works mid-training too: no exported policy/ yet, the latest orbax checkpoint is read."""
+    import shutil
+
+    import jax
+    import numpy as np
+
+    from awmjax.config import RunConfig
+    from awmjax.policy import load_policy
+    from awmjax.rl.train_step import init_state
+    from awmjax.train import _checkpointer, save_checkpoint, train
+    from flax import nnx
+    from envgen.build import generate_catalog
+
+    generate_catalog(6, 0, str(tmp_path / "cat"), profile="compact", progress=False, workers=1)
+    cfg = RunConfig.from_dict({"train": {"catalog": str(tmp_path / "cat"), "out": str(tmp_path / "run"), "policy": "tiny-random",
+                                         "steps": 1, "tasks_per_step": 1, "group_size": 2, "micro_batch": 2},
+                               "rollout": {"max_turns": 1, "max_new_tokens": 8}})
+    run = train(cfg, progress=False)
+    exported, _, _ = load_policy(str(run))
+    shutil.rmtree(run / "policy")  # as if the run were still going
+    # a later checkpoint with recognizable parameters: the loader must read that one
+    graphdef, state = init_state(exported, cfg.optim, with_reference=cfg.grpo.kl_coef > 0)
+    state = state.__class__(jax.tree.map(lambda x: x * 2, state.params), state.opt_state, state.step, state.ref_params)
+    mngr = _checkpointer(run)
+    save_checkpoint(mngr, 7, state, {"step": 7})
+    mngr.wait_until_finished()
+    mngr.close()
+    restored, _, _ = load_policy(str(run))
+    for a, b in zip(jax.tree.leaves(nnx.state(exported)), jax.tree.leaves(nnx.state(restored))):
+        np.testing.assert_array_equal(2 * np.asarray(a), np.asarray(b))
