@@ -84,28 +84,38 @@ def _preview(text: str) -> str:
     return repr(s[:80] + ("..." if len(s) > 80 else "")) if s else "(empty)"
 
 
+def _chars(text: str):
+    """(index, char, where) for each character; where: "code", or "open", "in", "close" for a string's parts."""
+    in_str, esc = False, False
+    for i, c in enumerate(text):
+        if not in_str:
+            in_str = c == '"'
+            yield i, c, "open" if in_str else "code"
+        elif esc:
+            esc = False
+            yield i, c, "in"
+        elif c == "\\":
+            esc = True
+            yield i, c, "in"
+        elif c == '"':
+            in_str = False
+            yield i, c, "close"
+        else:
+            yield i, c, "in"
+
+
 def _drop_trailing_commas(text: str) -> str:
     """Remove commas directly before a closing bracket (outside strings): `[1, 2,]` -> `[1, 2]`."""
-    out, in_str, esc = [], False, False
+    out: list[str] = []
     pending = None  # index in `out` of a comma that may be trailing
-    for c in text:
-        if in_str:
-            out.append(c)
-            if esc:
-                esc = False
-            elif c == "\\":
-                esc = True
-            elif c == '"':
-                in_str = False
-            continue
-        if c in "}]" and pending is not None:
-            del out[pending]
-        if not c.isspace():
-            pending = None
-        if c == '"':
-            in_str = True
+    for _, c, where in _chars(text):
+        if where == "code" or where == "open":
+            if c in "}]" and pending is not None:
+                del out[pending]
+            if not c.isspace():
+                pending = None
         out.append(c)
-        if c == ",":
+        if c == "," and where == "code":
             pending = len(out) - 1
     return "".join(out)
 
@@ -119,7 +129,7 @@ def close_truncated(text: str) -> str | None:
     """
     # Each frame: [opening char, expecting a key (objects only)].
     stack: list[list] = []
-    in_str, esc, str_is_key = False, False, False
+    str_is_key = False
     safe: tuple[int, tuple[str, ...]] | None = None  # (cut position, open brackets there)
     token_start = None  # start of a bare scalar (number, true, false, null)
 
@@ -131,22 +141,17 @@ def close_truncated(text: str) -> str | None:
         if not (len(frames) >= 2 and frames[-1] == "{" and frames[-2] == "["):
             safe = (pos, frames)
 
-    for i, c in enumerate(text):
-        if in_str:
-            if esc:
-                esc = False
-            elif c == "\\":
-                esc = True
-            elif c == '"':
-                in_str = False
-                if not str_is_key:
-                    mark(i + 1)
+    for i, c, where in _chars(text):
+        if where == "in":
+            continue
+        if where == "close":
+            if not str_is_key:
+                mark(i + 1)
             continue
         if token_start is not None and not (c.isalnum() or c in "+-."):
             mark(i)
             token_start = None
-        if c == '"':
-            in_str = True
+        if where == "open":
             str_is_key = bool(stack) and stack[-1][0] == "{" and stack[-1][1]
         elif c in "{[":
             stack.append([c, c == "{"])

@@ -73,13 +73,9 @@ async def build_world(ctx: Context, scenario: Scenario, bars: StageBars) -> Worl
     for stage_fn, stage in zip(WORLD_STAGES, STAGES[1:]):
         try:
             draft = await stage_fn(ctx, draft)
-        except StageFailed as e:
+        except StageFailed as e:  # the gate kept refusing, or the endpoint failed (then the reason says so)
             bars.dropped(stage)
             return _reject(scenario, stage, e.attempts, e.errors)
-        except (EndpointError, TransientError) as e:
-            ctx.llm.stage(stage).failures += 1
-            bars.dropped(stage)
-            return _reject(scenario, stage, 0, [f"endpoint: {e}"])
         bars.done(stage)
     return draft
 

@@ -24,7 +24,7 @@ from envgen import gate, sqlcheck
 from envgen.args import compile_validator
 from envgen.jsonrepair import JsonExtractError, extract_json
 from envgen.runtime import Slot
-from envgen.synth.client import LLM
+from envgen.synth.client import LLM, EndpointError, TransientError
 from envgen.world import _NAME_RE, FORMAT, Scenario, World, WorldFormatError, from_dict
 
 PROMPTS = Path(__file__).with_name("prompts")
@@ -35,7 +35,7 @@ MAX_ERRORS_SHOWN = 12
 class StageFailed(Exception):
     """A stage's output still failed validation after every retry."""
 
-    def __init__(self, stage: str, attempts: int, errors: list[str]):
+    def __init__(self, stage: str, attempts: int, errors: list[str]):  # attempts: answers received
         self.stage, self.attempts, self.errors = stage, attempts, errors
         super().__init__(f"stage {stage} failed after {attempts} attempts: {'; '.join(errors[:3])}")
 
@@ -123,14 +123,23 @@ def repair_message(errors: list[str]) -> dict[str, str]:
 Accept = Callable[[Any], "tuple[Any, list[str]]"]
 
 
+# The key under which a stage's answer holds its list; a bare JSON list is read as that list.
+LIST_KEYS = {"scenarios": "scenarios", "tasks": "tasks", "schema": "schema", "toolspec": "tools", "tools": "tools", "checks": "tasks"}
+
+
 async def run_stage(ctx: Context, stage: str, messages: list[dict[str, str]], accept: Accept) -> Any:
     """Ask, extract JSON, validate with `accept`; on problems send them back and ask again (bounded)."""
     st = ctx.llm.stage(stage)
     base, convo, errors = messages, messages, []
     for attempt in range(ctx.max_retries + 1):
-        c = await ctx.llm.chat(stage, convo, attempt=attempt)
         try:
-            value, errors = accept(extract_json(c.text, want=dict))
+            c = await ctx.llm.chat(stage, convo, attempt=attempt)
+        except (EndpointError, TransientError) as e:  # retries already spent, or not worth spending
+            st.failures += 1
+            raise StageFailed(stage, attempt, [f"endpoint: {e}"]) from e
+        try:
+            doc = extract_json(c.text, want=(dict, list) if stage in LIST_KEYS else dict)
+            value, errors = accept({LIST_KEYS[stage]: doc} if isinstance(doc, list) else doc)
         except JsonExtractError as e:
             errors = [str(e)]
         except Exception as e:  # noqa: BLE001 - model output may break a validator in any way; that is a refusal

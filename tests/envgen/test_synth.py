@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ import pytest
 
 from envgen.catalog import Catalog
 from envgen.gate import validate_world
+from envgen.jsonrepair import extract_json
 from envgen.synth.client import LLM, EndpointError, ResponseCache
 from envgen.synth.pipeline import synthesize
 from envgen.synth.scenarios import Deduper, lexical_vector, load_scenarios, scenarios_stage
@@ -96,6 +98,19 @@ def test_rerun_from_the_cache_pays_nothing_and_gives_the_same_catalog(run5, tmp_
     assert sum(s.prompt_tokens for s in llm.stats.values()) == 0
     assert sorted(w.id for w in report2.accepted) == sorted(w.id for w in report.accepted)
     assert "cached" in llm.table()
+
+
+def test_a_bare_list_answer_is_read_as_the_stage_list(tmp_path):
+    class Bare(ScriptedBackend):
+        async def chat(self, messages, params):
+            c = await super().chat(messages, params)
+            if "# awmjax synthesis: tasks" in messages[0]["content"]:
+                return dataclasses.replace(c, text="Tasks:\n" + json.dumps(extract_json(c.text)["tasks"]))
+            return c
+
+    backend = Bare()
+    llm, report = _run(backend, tmp_path / "cat", None, n=1)
+    assert len(report.accepted) == 1 and llm.stats["tasks"].repairs == 0
 
 
 def test_transient_errors_back_off_and_retry(tmp_path):
