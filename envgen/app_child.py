@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 MAX_HELD = 64  # slot databases kept; an evicted one is sent again ("stale")
+MAX_APPS = 8  # apps kept loaded (each holds its modules' models: tens of MB)
 
 _HELD: "OrderedDict[str, tuple[str, sqlite3.Connection]]" = OrderedDict()
 _TEMPLATES: dict[str, bytes] = {}
@@ -163,6 +164,10 @@ def _loaded(req: dict[str, Any]) -> _LoadedApp:
 def load_app(req: dict[str, Any]) -> dict[str, Any]:
     """Execute an app's source once (op "load_app")."""
     if req["app"] not in _APPS:
+        while len(_APPS) >= MAX_APPS:  # the oldest app goes (the parent reloads it if asked again)
+            old = next(iter(_APPS))
+            del _APPS[old]
+            sys.modules.pop(f"world_app_{old}", None)
         _APPS[req["app"]] = _LoadedApp(req["app"], req["source"])
     return {"outcome": "ok", "value": {"routes": len(_APPS[req["app"]].routes)}}
 

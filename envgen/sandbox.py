@@ -222,8 +222,10 @@ class PythonSandbox:
                 return SandboxResult("env_error", message=f"the world's app does not load: {res.message}")
             self.apps.add(key)
         res = self._call(msg | self._templ_msg(template) | {"state": self._state_msg(state)}, timeout)
-        if res.outcome == "stale":  # the child lost what we thought it held: send it all
+        if res.outcome == "stale":  # the child lost what we thought it held (or evicted the app): send it all
             self.held.pop(state.key, None)
+            if source is not None and res.message.startswith("app "):
+                self._call({"op": "load_app", "app": key, "source": source}, max(APP_LOAD_SECONDS, self.limits.call_seconds))
             res = self._call(msg | self._templ_msg(template, full=True) | {"state": self._state_msg(state, full=True)}, timeout)
         if res.outcome == "stale":
             return SandboxResult("env_error", message=f"the sandbox lost the database state: {res.message}")
