@@ -5,8 +5,9 @@ generated, 34 tools, 14 tables, 154 seed INSERTs). An episode is a reset and the
 tool calls (4 reads, 4 writes); both sides check that every call answers HTTP 200.
 
 (a) AWM's way, as its RL runs every instance: reset rebuilds the episode's SQLite
-    database FILE from the DDL and the sample INSERTs, starts the world's server
-    (`python server.py`, uvicorn on loopback, DATABASE_PATH pointing at the file), waits
+    database FILE (on /dev/shm by default: no disk syncs) from the DDL and the sample
+    INSERTs, starts the world's server (`python server.py`, uvicorn on loopback,
+    DATABASE_PATH pointing at the file), waits
     until it answers, makes the 8 calls over HTTP (httpx, keep-alive; plain REST rather
     than MCP-over-HTTP, which would only add to AWM's side), and stops the server.
 (a') the same with one server kept running: reset rebuilds the database in place (drop
@@ -212,6 +213,8 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=200, help="awmjax episodes (default 200)")
     ap.add_argument("--awm-episodes", type=int, default=5, help="AWM episodes, a server started per episode (default 5)")
     ap.add_argument("--warm-episodes", type=int, default=40, help="AWM episodes on one running server (default 40)")
+    ap.add_argument("--db-dir", default="/dev/shm" if Path("/dev/shm").is_dir() else None,
+                    help="where AWM's side writes its database files (default /dev/shm, a RAM disk, where present)")
     args = ap.parse_args()
     if not (args.awm / "gen_envs.jsonl").is_file():
         raise SystemExit(f"{args.awm} holds no gen_envs.jsonl; pass --awm DIR with AWM's files")
@@ -227,7 +230,8 @@ def main() -> None:
     rows = []
     secs, load, codes, info = run_awmjax(args.episodes, world)
     rows.append(("awmjax in-process (sandboxed ASGI)", args.episodes, secs, codes))
-    with tempfile.TemporaryDirectory(prefix="bench-awm-") as tmp:
+    # AWM's database files go on tmpfs when there is one: no fsync cost, the kindest setting for AWM's side
+    with tempfile.TemporaryDirectory(prefix="bench-awm-", dir=args.db_dir) as tmp:
         s, c = run_awm_warm(args.warm_episodes, ddl, inserts, source, tools, Path(tmp))
         rows.append(("AWM, one running server (lower bound)", args.warm_episodes, s, c))
         s, c = run_awm(args.awm_episodes, ddl, inserts, source, tools, Path(tmp))
