@@ -150,6 +150,7 @@ class Sampler:
         batch = cache.lengths_B.shape[0]
         h_BD = jnp.zeros((batch, self.config.hidden_size), jnp.dtype(self.config.dtype))
         longest = max((len(f) for f in feeds), default=0)
+        base = int(np.asarray(cache.lengths_B).max()) if longest else 0
         for offset in range(0, longest, self.prefill_chunk):
             count_B = np.zeros(batch, np.int32)
             for b, feed in enumerate(feeds):
@@ -159,7 +160,8 @@ class Sampler:
             for b, feed in enumerate(feeds):
                 tokens_BT[b, :count_B[b]] = feed[offset:offset + count_B[b]]
             cache, h_BD = _prefill_chunk(self.graphdef, self.params, cache,
-                                         jnp.asarray(tokens_BT), jnp.asarray(count_B), h_BD)
+                                         jnp.asarray(tokens_BT), jnp.asarray(count_B), h_BD,
+                                         kv_len=self._kv_len(base + offset + width))
         return cache, h_BD
 
     def _decode(self, cache, h_BD, budget_B, sampling: SamplingConfig, turn: int, ids_B):
@@ -169,11 +171,19 @@ class Sampler:
         stop_S[:len(stop_ids)] = stop_ids
         key = jax.random.fold_in(jax.random.key(sampling.seed), turn)
         keys_B = _row_keys(key, ids_B)
+        num_steps = _bucket(sampling.max_new_tokens, _MIN_STEPS)
+        longest = int(np.asarray(cache.lengths_B).max()) + int(np.max(budget_B, initial=0))
         return _decode_loop(
             self.graphdef, self.params, cache, h_BD, jnp.asarray(budget_B), jnp.asarray(stop_S),
             jnp.float32(max(sampling.temperature, 1e-6)), jnp.float32(sampling.top_p),
             jnp.int32(sampling.max_new_tokens), keys_B, greedy=greedy, top_k=top_k,
-            pad_id=self.pad_id, num_steps=_bucket(sampling.max_new_tokens, _MIN_STEPS))
+            pad_id=self.pad_id, num_steps=num_steps, kv_len=self._kv_len(longest + 1))
+
+    def _kv_len(self, needed: int) -> int:
+        """The static number of cache slots attention reads: a power of two (>= 256) covering
+        `needed`, at most max_cache_len, so a few programs compile and short conversations
+        do not pay for the whole cache."""
+        return min(_bucket(needed, 256), self.max_cache_len)
 
     def _finish(self, cache, out, feeds, state, lengths_B, sampling):
         """Generations from the loop's buffers, cut at stop strings, with the cache rolled back."""
@@ -243,18 +253,20 @@ class Sampler:
             yield int(token_B[0])
 
 
-@functools.partial(jax.jit, static_argnums=0, donate_argnums=2)
-def _prefill_chunk(graphdef, params, cache: KVCache, tokens_BT, count_B, h_BD):
+@functools.partial(jax.jit, static_argnums=0, static_argnames=("kv_len",), donate_argnums=2)
+def _prefill_chunk(graphdef, params, cache: KVCache, tokens_BT, count_B, h_BD, *, kv_len=None):
     """Write a padded chunk of tokens after each row's cache; keep each row's last hidden state."""
     model = nnx.merge(graphdef, params)
     positions_BT = cache.lengths_B[:, None] + jnp.arange(tokens_BT.shape[1])[None, :]
-    hidden_BTD, cache = model.hidden(tokens_BT, positions_BT, cache=cache, num_new_B=count_B)
+    hidden_BTD, cache = model.hidden(tokens_BT, positions_BT, cache=cache, num_new_B=count_B,
+                                     kv_len=kv_len)
     last_B11 = jnp.maximum(count_B - 1, 0)[:, None, None]
     last_BD = jnp.take_along_axis(hidden_BTD, last_B11, axis=1)[:, 0]
     return cache, jnp.where((count_B > 0)[:, None], last_BD.astype(h_BD.dtype), h_BD)
 
 
-def _step(model: Decoder, cache, h_BD, active_B, count_B, step, consts, *, greedy, top_k, pad_id):
+def _step(model: Decoder, cache, h_BD, active_B, count_B, step, consts, *, greedy, top_k, pad_id,
+          kv_len=None):
     """Choose each active row's next token from h_BD, then feed it through the model."""
     budget_B, stop_S, temperature, top_p, max_new, row_keys_B = consts
     keys_B = jax.vmap(lambda k: jax.random.fold_in(k, step))(row_keys_B)
@@ -270,7 +282,7 @@ def _step(model: Decoder, cache, h_BD, active_B, count_B, step, consts, *, greed
                                                   jnp.where(budget_hit_B, _BUDGET, -1)))
     # every chosen token is written (finished rows write nothing past their length)
     h_B1D, cache = model.hidden(token_B[:, None], cache.lengths_B[:, None], cache=cache,
-                                num_new_B=active_B.astype(jnp.int32))
+                                num_new_B=active_B.astype(jnp.int32), kv_len=kv_len)
     active_B = active_B & ~(stop_B | length_B | budget_hit_B)
     return cache, h_B1D[:, 0], active_B, count_B, token_B, logp_B, slogp_B, reason_B
 
@@ -290,9 +302,9 @@ def _row_keys(key, ids_B) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnums=0,
-                   static_argnames=("greedy", "top_k", "pad_id", "num_steps"), donate_argnums=2)
+                   static_argnames=("greedy", "top_k", "pad_id", "num_steps", "kv_len"), donate_argnums=2)
 def _decode_loop(graphdef, params, cache, h_BD, budget_B, stop_S, temperature, top_p, max_new,
-                 keys_B, *, greedy, top_k, pad_id, num_steps):
+                 keys_B, *, greedy, top_k, pad_id, num_steps, kv_len=None):
     """Decode up to num_steps tokens per row in one while_loop, ending when every row is done."""
     model = nnx.merge(graphdef, params)
     consts = (budget_B, stop_S, temperature, top_p, max_new, keys_B)
@@ -312,7 +324,7 @@ def _decode_loop(graphdef, params, cache, h_BD, budget_B, stop_S, temperature, t
         step, cache, h_BD, active_B, count_B, reason_B, tokens_BN, logp_BN, slogp_BN = carry
         cache, h_BD, active_B, count_B, token_B, logp_B, slogp_B, new_reason_B = _step(
             model, cache, h_BD, active_B, count_B, step, consts, greedy=greedy, top_k=top_k,
-            pad_id=pad_id)
+            pad_id=pad_id, kv_len=kv_len)
         reason_B = jnp.where(new_reason_B >= 0, new_reason_B, reason_B)
         tokens_BN = jax.lax.dynamic_update_slice(tokens_BN, token_B[:, None], (0, step))
         logp_BN = jax.lax.dynamic_update_slice(logp_BN, logp_B[:, None], (0, step))

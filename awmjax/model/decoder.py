@@ -65,7 +65,7 @@ class Attention(nnx.Module):
         return y
 
     def __call__(self, x_BTD, positions_BT, layer: int, cache: KVCache | None,
-                 segment_ids_BT: jax.Array | None):
+                 segment_ids_BT: jax.Array | None, kv_len: int | None = None):
         c = self.config
         B, T, _ = x_BTD.shape
         K, G = c.num_kv_heads, c.num_heads // c.num_kv_heads
@@ -91,10 +91,13 @@ class Attention(nnx.Module):
                 v_BTKH.astype(cache.v_BKSH[layer].dtype), mode="drop")
             cache = cache.replace(k_BKSH=_replace_at(cache.k_BKSH, layer, k_cache_BKSH),
                                   v_BKSH=_replace_at(cache.v_BKSH, layer, v_cache_BKSH))
-            keys_BKSH = k_cache_BKSH.astype(x_BTD.dtype)
-            values_BKSH = v_cache_BKSH.astype(x_BTD.dtype)
+            # kv_len (static) bounds the slots attended to: every row's filled part fits in it,
+            # so attention reads that prefix of the cache, not all max_len slots
+            S = cache.max_len if kv_len is None else min(kv_len, cache.max_len)
+            keys_BKSH = k_cache_BKSH[:, :, :S].astype(x_BTD.dtype)
+            values_BKSH = v_cache_BKSH[:, :, :S].astype(x_BTD.dtype)
             q_index_BT = slots_BT
-            kv_index_BS = jnp.broadcast_to(jnp.arange(cache.max_len), (B, cache.max_len))
+            kv_index_BS = jnp.broadcast_to(jnp.arange(S), (B, S))
 
         mask_BTS = kv_index_BS[:, None, :] <= q_index_BT[:, :, None]
         if segment_ids_BT is not None and cache is None:
@@ -150,9 +153,9 @@ class Block(nnx.Module):
         self.post_attn_norm = RMSNorm(config.hidden_size, config.rms_norm_eps, "norm", pdt)
         self.mlp = MLP(config, rngs)
 
-    def __call__(self, x_BTD, positions_BT, layer, cache, segment_ids_BT):
+    def __call__(self, x_BTD, positions_BT, layer, cache, segment_ids_BT, kv_len=None):
         attn_BTD, cache = self.attn(self.input_norm(x_BTD), positions_BT, layer, cache,
-                                    segment_ids_BT)
+                                    segment_ids_BT, kv_len)
         x_BTD = x_BTD + attn_BTD
         x_BTD = x_BTD + self.mlp(self.post_attn_norm(x_BTD))
         return constrain(x_BTD, ("batch", "length", "embed")), cache
@@ -174,13 +177,16 @@ class Decoder(nnx.Module):
 
     def hidden(self, tokens_BT: jax.Array, positions_BT: jax.Array, *,
                cache: KVCache | None = None, segment_ids_BT: jax.Array | None = None,
-               num_new_B: jax.Array | None = None) -> tuple[jax.Array, KVCache | None]:
-        """Final-normed hidden states (B, T, D) and the cache advanced by num_new_B (default T)."""
+               num_new_B: jax.Array | None = None, kv_len: int | None = None) -> tuple[jax.Array, KVCache | None]:
+        """Final-normed hidden states (B, T, D) and the cache advanced by num_new_B (default T).
+
+        With a cache, kv_len (a static bound on every row's length after this call) limits
+        attention to the cache's first kv_len slots."""
         dtype = jnp.dtype(self.config.dtype)
         x_BTD = jnp.take(self.embed.get_value(), tokens_BT, axis=0).astype(dtype)
         x_BTD = constrain(x_BTD, ("batch", "length", "embed"))
         for layer, block in enumerate(self.layers):
-            x_BTD, cache = block(x_BTD, positions_BT, layer, cache, segment_ids_BT)
+            x_BTD, cache = block(x_BTD, positions_BT, layer, cache, segment_ids_BT, kv_len)
         if cache is not None:
             T = tokens_BT.shape[1]
             added_B = jnp.full_like(cache.lengths_B, T) if num_new_B is None else num_new_B
