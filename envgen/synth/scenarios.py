@@ -169,7 +169,7 @@ async def scenarios_stage(
             candidates = await run_stage(ctx, "scenarios", msgs, _parse_scenarios)
         except StageFailed as e:
             ctx.notes.append(f"scenario round {r + 1}: refused after {e.attempts} attempts; last problem: {e.errors[0][:160]}")
-            if r + 1 == max_rounds and not dedup.kept:
+            if e.endpoint or (r + 1 == max_rounds and not dedup.kept):
                 raise
             continue
         kept_before = len(dedup.kept)

@@ -35,8 +35,9 @@ MAX_ERRORS_SHOWN = 12
 class StageFailed(Exception):
     """A stage's output still failed validation after every retry."""
 
-    def __init__(self, stage: str, attempts: int, errors: list[str]):  # attempts: answers received
-        self.stage, self.attempts, self.errors = stage, attempts, errors
+    def __init__(self, stage: str, attempts: int, errors: list[str], *, endpoint: bool = False):
+        # attempts: answers received; endpoint: the endpoint failed (asking again will not help)
+        self.stage, self.attempts, self.errors, self.endpoint = stage, attempts, errors, endpoint
         super().__init__(f"stage {stage} failed after {attempts} attempts: {'; '.join(errors[:3])}")
 
 
@@ -136,7 +137,7 @@ async def run_stage(ctx: Context, stage: str, messages: list[dict[str, str]], ac
             c = await ctx.llm.chat(stage, convo, attempt=attempt)
         except (EndpointError, TransientError) as e:  # retries already spent, or not worth spending
             st.failures += 1
-            raise StageFailed(stage, attempt, [f"endpoint: {e}"]) from e
+            raise StageFailed(stage, attempt, [f"endpoint: {e}"], endpoint=True) from e
         try:
             doc = extract_json(c.text, want=(dict, list) if stage in LIST_KEYS else dict)
             value, errors = accept({LIST_KEYS[stage]: doc} if isinstance(doc, list) else doc)

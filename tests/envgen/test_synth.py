@@ -139,7 +139,8 @@ def test_time_limit_stops_new_calls_and_says_why(tmp_path):
     backend = ScriptedBackend()
     llm, report = _run(backend, tmp_path / "cat", None, n=2, deadline=time.monotonic() - 1)
     assert backend.requests == [] and report.accepted == []
-    assert any("time limit" in note for note in report.notes)
+    rounds = [n for n in report.notes if n.startswith("scenario round")]
+    assert len(rounds) == 1 and "time limit" in rounds[0], "an endpoint failure ends the rounds at once"
     assert Catalog.open(tmp_path / "cat").index["n_worlds"] == 0
 
 
