@@ -13,9 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a policy with GRPO on a catalog of worlds",
                        description="Run (or resume, from the run folder's latest checkpoint) GRPO training "
                                    "as described by a TOML run config; see awmjax/config.py for its sections.")
-    p.add_argument("--config", required=True, help="TOML (or JSON) run config")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one config value, e.g. --set train.steps=3 (repeatable)")
+    _config_arguments(p, "train.steps=3")
     p.set_defaults(handler=cmd_train, noun_parser=p)
 
     f = sub.add_parser("sft", help="SFT warm start on the gold trajectories of a catalog",
@@ -24,15 +22,20 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "turns with the run's history limit. Writes [train] out/sft/ with metrics.jsonl "
                                    "and policy/ (a Hugging Face directory that `awmjax eval --policy` and "
                                    "`[train] policy` accept). Its schedule is the config's [sft] section.")
-    f.add_argument("--config", required=True, help="TOML (or JSON) run config")
-    f.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one config value, e.g. --set sft.epochs=1 (repeatable)")
+    _config_arguments(f, "sft.epochs=1")
     f.set_defaults(handler=cmd_sft, noun_parser=f)
 
     q = sub.add_parser("plot", help="write PNG curves of a run's metrics",
                        description="Read RUN/metrics.jsonl and write RUN/curves.png (reward, outcomes, loss, KL, speed).")
     q.add_argument("run")
     q.set_defaults(handler=cmd_plot, noun_parser=q)
+
+
+def _config_arguments(parser: argparse.ArgumentParser, example: str) -> None:
+    """--config FILE and repeatable --set SECTION.KEY=VALUE (read by load_run_config)."""
+    parser.add_argument("--config", required=True, help="TOML (or JSON) run config")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help=f"override one config value, e.g. --set {example} (repeatable)")
 
 
 def _apply_overrides(doc: dict, overrides: list[str]) -> dict:
