@@ -48,8 +48,8 @@ def chatml_to_messages(text: str) -> tuple[list[dict[str, Any]], list[dict[str, 
                 body = body[: body.find("# Tools")].rstrip() if "# Tools" in body else body[: m.start()].rstrip()
             messages.append({"role": "system", "content": body})
         elif role == "assistant":
-            if not body and role == "assistant" and not text.rstrip().endswith("<|im_end|>"):
-                continue  # the generation prompt
+            if not body and not text.rstrip().endswith("<|im_end|>"):
+                continue  # the open generation prompt at the end
             parsed = parse_tool_calls(body)
             calls = list(parsed.calls)
             content = parsed.text.strip()

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from awmjax.files import write_atomic
 from awmjax.rollout import EPISODE_OUTCOMES, EpisodeResult, RolloutConfig, run_episodes
 from awmjax.sampling import SamplingConfig
 
@@ -241,16 +242,10 @@ def write_report(report: EvalReport, out: str | os.PathLike) -> Path:
     """report.json, table.txt, episodes.jsonl and transcripts/<world>__<task>.md under `out`."""
     root = Path(out)
     (root / "transcripts").mkdir(parents=True, exist_ok=True)
-    _atomic_write(root / "report.json", json.dumps(report.to_json(), indent=1, ensure_ascii=False, default=str))
-    _atomic_write(root / "table.txt", report.table() + "\n")
-    _atomic_write(root / "episodes.jsonl", "".join(json.dumps(episode_record(e), ensure_ascii=False, default=str) + "\n"
+    write_atomic(root / "report.json", json.dumps(report.to_json(), indent=1, ensure_ascii=False, default=str))
+    write_atomic(root / "table.txt", report.table() + "\n")
+    write_atomic(root / "episodes.jsonl", "".join(json.dumps(episode_record(e), ensure_ascii=False, default=str) + "\n"
                                                    for e in report.episodes))
     for e in report.episodes:
-        _atomic_write(root / "transcripts" / f"{e.world_id}__{e.task_id}.md", transcript(e))
+        write_atomic(root / "transcripts" / f"{e.world_id}__{e.task_id}.md", transcript(e))
     return root
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

@@ -29,6 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from awmjax.chat import ChatConfig, Conversation
+from awmjax.files import write_atomic
 from awmjax.rl.batch import Sample, merge_prefix_samples, samples_from_episode
 from awmjax.rollout import EpisodeResult, RolloutConfig, run_episodes
 from awmjax.sampler import Generation
@@ -353,9 +354,7 @@ def run_sft(cfg, *, progress: bool = True, out: str | os.PathLike | None = None)
                "updates": len(plan),
                "train_tokens": tokens_total, "data_seconds": data_seconds,
                "train_seconds": time.perf_counter() - t_train}
-    tmp = run_dir / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=1))
-    os.replace(tmp, run_dir / "summary.json")
+    write_atomic(run_dir / "summary.json", json.dumps(summary, indent=1))
     return run_dir
 
 

@@ -12,6 +12,8 @@ from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers, proc
 from tokenizers import Tokenizer as _HFTokenizer
 from tokenizers.decoders import DecodeStream
 
+from awmjax.files import write_atomic
+
 IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
 EMBEDDED_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -82,13 +84,6 @@ def _token_text(value: object) -> str | None:
     if isinstance(value, dict) and isinstance(value.get("content"), str):
         return value["content"]
     raise ValueError(f"special token entry {value!r} is neither a string nor an object with 'content'")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write text to path through a temporary file and a rename, so no half-written file remains."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def embedded_gguf_path() -> Path:
@@ -320,7 +315,7 @@ class Tokenizer:
         """Write tokenizer.json and tokenizer_config.json so transformers' AutoTokenizer loads the directory."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        _write_atomic(directory / "tokenizer.json", self.backend.to_str(pretty=True))
+        write_atomic(directory / "tokenizer.json", self.backend.to_str(pretty=True))
         config = {
             "tokenizer_class": "PreTrainedTokenizerFast",
             "bos_token": self.bos_token,
@@ -332,5 +327,5 @@ class Tokenizer:
             "clean_up_tokenization_spaces": False,
             "chat_template": chat_template if chat_template is not None else self.chat_template,
         }
-        _write_atomic(directory / "tokenizer_config.json", json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+        write_atomic(directory / "tokenizer_config.json", json.dumps(config, indent=2, ensure_ascii=False) + "\n")
         return directory

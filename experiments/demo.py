@@ -236,9 +236,9 @@ def _plots(out: Path, reports) -> list[Path]:
 
 
 def _write_json(path: Path, doc) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1, default=str))
-    os.replace(tmp, path)
+    from awmjax.files import write_atomic
+
+    write_atomic(path, json.dumps(doc, indent=1, default=str))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import sys
 import time
 
 from awmjax.cli import CliError
+from awmjax.cli.worlds_play import add_world_arguments
 
 
 def add_awm_commands(verbs: argparse._SubParsersAction) -> None:
@@ -25,8 +26,7 @@ def add_awm_commands(verbs: argparse._SubParsersAction) -> None:
     s = verbs.add_parser("serve-mcp", help="serve a world as an MCP server (stdio or streamable HTTP)",
                          description="Serve any world, native or imported, with the mcp SDK: list_tools and call_tool, "
                                      "a fresh seeded state per MCP session.")
-    s.add_argument("world", help="world id (or unique prefix), or a path to a world .json file")
-    s.add_argument("--catalog", default=None, help="catalog directory holding the world")
+    add_world_arguments(s)
     how = s.add_mutually_exclusive_group()
     how.add_argument("--stdio", action="store_true", help="serve over stdin / stdout (the default)")
     how.add_argument("--http", type=int, metavar="PORT", default=None, help="serve streamable HTTP at http://HOST:PORT/mcp")

@@ -23,18 +23,22 @@ def add_play_commands(verbs: argparse._SubParsersAction) -> None:
     """Add `play` and `replay` to the `worlds` noun's verbs."""
     p = verbs.add_parser("play", help="call a world's tools interactively", description=__doc__,
                          epilog=PLAY_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("world", help="world id (or unique prefix), or a path to a world .json file")
-    p.add_argument("--catalog", default=None, help="catalog directory holding the world")
+    add_world_arguments(p)
     p.add_argument("--surface", choices=["direct", "mcp"], default="direct", help="tool surface for <tool_call> turns")
     p.set_defaults(handler=cmd_play)
 
     r = verbs.add_parser("replay", help="replay every task's gold sequence and print the verdicts",
                          description="Run each task's gold calls on a fresh copy of the world and judge it. "
                                      "Exit status 1 if any task is not complete.")
-    r.add_argument("world", help="world id (or unique prefix), or a path to a world .json file")
-    r.add_argument("--catalog", default=None, help="catalog directory holding the world")
+    add_world_arguments(r)
     r.add_argument("--json", action="store_true", help="print one JSON line per task")
     r.set_defaults(handler=cmd_replay)
+
+
+def add_world_arguments(parser: argparse.ArgumentParser) -> None:
+    """WORLD (an id, a unique prefix or a .json path) and --catalog, read back by `_world(args)`."""
+    parser.add_argument("world", help="world id (or unique prefix), or a path to a world .json file")
+    parser.add_argument("--catalog", default=None, help="catalog directory holding the world")
 
 
 def _world(args):

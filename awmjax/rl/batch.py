@@ -113,20 +113,14 @@ def bucket_length(n: int, minimum: int = 64, maximum: int = 8192) -> int:
     return b
 
 
-def pack(samples: Sequence[Sample], *, micro_batch: int, pad_id: int, max_len: int = 8192, minimum: int = 64,
-         rows: int | None = None) -> list[TrainBatch]:
-    """Group samples by bucket length into batches whose size is a multiple of micro_batch.
-
-    `rows` pads every batch to at least that many rows (a multiple of micro_batch; the extra
-    rows carry no loss), so updates of varying sample counts share one compiled shape."""
-    if rows is not None and rows % micro_batch:
-        raise ValueError(f"pack: rows={rows} must be a multiple of micro_batch={micro_batch}")
+def pack(samples: Sequence[Sample], *, micro_batch: int, pad_id: int, max_len: int = 8192) -> list[TrainBatch]:
+    """Group samples by bucket length into batches whose size is a multiple of micro_batch."""
     by_len: dict[int, list[Sample]] = {}
     for s in samples:
-        by_len.setdefault(bucket_length(len(s.ids), minimum=minimum, maximum=max_len), []).append(s)
+        by_len.setdefault(bucket_length(len(s.ids), maximum=max_len), []).append(s)
     batches = []
     for T, group in sorted(by_len.items()):
-        B = max(-(-len(group) // micro_batch) * micro_batch, rows or 0)
+        B = -(-len(group) // micro_batch) * micro_batch
         tokens = np.full((B, T), pad_id, np.int32)
         targets = np.full((B, T), pad_id, np.int32)
         mask = np.zeros((B, T), np.float32)

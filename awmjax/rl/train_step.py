@@ -50,7 +50,7 @@ class OptimConfig:
 
     def trainable(self, params) -> Any:
         """A pytree of bools over `params`: which leaves this configuration updates."""
-        layers = [k for k in _layer_indices(params)]
+        layers = _layer_indices(params)
         lowest = (max(layers) + 1 - self.train_top_layers) if (self.train_top_layers and layers) else None
 
         def keep(path, _):
