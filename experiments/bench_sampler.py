@@ -7,6 +7,11 @@ per-token latency.
 
     HF_HUB_OFFLINE=1 JAX_PLATFORMS=cpu python experiments/bench_sampler.py
     python experiments/bench_sampler.py --batches 64,256 --skip-torch   # on a GPU
+    python experiments/bench_sampler.py --batches 64,256 --random-weights   # no GGUF needed
+
+--random-weights builds SmolLM2-135M's shape with random parameters instead of reading the
+embedded GGUF (speed does not depend on the values: every row decodes exactly --new-tokens);
+it implies --skip-torch.
 """
 
 from __future__ import annotations
@@ -20,8 +25,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 
-from awmjax.model.gguf_loader import load_smollm2
-from awmjax.model.hf_io import save_hf
 from awmjax.sampler import Sampler, SamplingConfig
 
 
@@ -79,12 +82,27 @@ def main() -> None:
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--repeats", type=int, default=1, help="timed runs per side; best is kept")
     ap.add_argument("--skip-torch", action="store_true", help="only the awmjax side (e.g. on GPU)")
+    ap.add_argument("--random-weights", action="store_true",
+                    help="SmolLM2-135M's shape with random weights (no GGUF, no torch side)")
     args = ap.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
 
-    model, config = load_smollm2(dtype=args.dtype)
+    if args.random_weights:
+        from flax import nnx
+
+        from awmjax.model.config import ModelConfig
+        from awmjax.model.decoder import Decoder
+
+        config = ModelConfig.smollm2_135m(dtype=args.dtype, param_dtype=args.dtype)
+        model = Decoder(config, rngs=nnx.Rngs(0))
+    else:
+        from awmjax.model.gguf_loader import load_smollm2
+
+        model, config = load_smollm2(dtype=args.dtype)
     ref = None
-    if not args.skip_torch:
+    if not (args.skip_torch or args.random_weights):
+        from awmjax.model.hf_io import save_hf
+
         import torch
         import transformers
 
@@ -109,7 +127,10 @@ def main() -> None:
                 agree = float(np.mean([g.token_ids == t for g, t in zip(gens, torch_ids)]))
         rows.append((batch, first, steady, torch_s, agree))
     tokens = args.new_tokens
-    print(f"\nSmolLM2-135M {args.dtype}, prompt {args.prompt_len}, {tokens} new tokens, "
+    import jax
+
+    print(f"\nSmolLM2-135M {args.dtype}{' (random weights)' if args.random_weights else ''} on "
+          f"{jax.devices()[0].device_kind}, prompt {args.prompt_len}, {tokens} new tokens, "
           f"temperature {args.temperature}, {os.cpu_count()} CPU threads "
           f"(times include prefill)")
     print(f"{'batch':>5} | {'awmjax tok/s':>12} | {'torch tok/s':>11} | {'speedup':>7} | "

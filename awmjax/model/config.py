@@ -8,6 +8,8 @@ from typing import Any
 
 _DTYPES = ("float32", "bfloat16")
 _ROPE_TYPES = ("linear", "llama3")
+# how attention without a KV cache (training, scoring) is computed; see Attention in decoder.py
+_ATTENTION = ("auto", "einsum", "xla", "cudnn")
 _HF_MODEL_TYPES = ("llama", "qwen2", "qwen3", "smollm", "smollm2", "mistral")
 
 
@@ -32,6 +34,10 @@ class ModelConfig:
     dtype: str = "float32"
     param_dtype: str = "float32"
     model_type: str = "llama"
+    # "einsum": awmjax's own grouped einsums (the only path with a KV cache); "cudnn": cuDNN
+    # flash attention (GPU, bfloat16); "xla": jax.nn.dot_product_attention's XLA path;
+    # "auto": cudnn on a GPU in bfloat16 when head_dim allows, einsum elsewhere
+    attention: str = "auto"
 
     def __post_init__(self):
         for name in ("vocab_size", "hidden_size", "intermediate_size", "num_layers",
@@ -53,6 +59,8 @@ class ModelConfig:
             if getattr(self, name) not in _DTYPES:
                 raise ValueError(
                     f"ModelConfig.{name} must be one of {_DTYPES}, got {getattr(self, name)!r}")
+        if self.attention not in _ATTENTION:
+            raise ValueError(f"ModelConfig.attention must be one of {_ATTENTION}, got {self.attention!r}")
         if self.rope_scaling is not None:
             kind = self.rope_scaling.get("rope_type", self.rope_scaling.get("type"))
             if kind not in _ROPE_TYPES:

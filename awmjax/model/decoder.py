@@ -77,6 +77,9 @@ class Attention(nnx.Module):
         k_BTKH = apply_rope(k_BTKH, positions_BT, inv_freq_P)
         q_BTNH = constrain(q_BTNH, ("batch", "length", "heads", "head_dim"))
 
+        fused = fused_attention(c, x_BTD.dtype) if cache is None else None
+        if fused is not None:
+            return self._fused(q_BTNH, k_BTKH, v_BTKH, segment_ids_BT, fused), cache
         if cache is None:
             keys_BKSH, values_BKSH = k_BTKH.swapaxes(1, 2), v_BTKH.swapaxes(1, 2)
             q_index_BT = jnp.broadcast_to(jnp.arange(T), (B, T))
@@ -119,6 +122,32 @@ class Attention(nnx.Module):
         o_FD = self.o_proj.get_value().astype(x_BTD.dtype).reshape(-1, c.hidden_size)
         out_BTD = out_BTF @ o_FD
         return out_BTD, cache
+
+
+    def _fused(self, q_BTNH, k_BTKH, v_BTKH, segment_ids_BT, implementation: str):
+        """Causal attention through jax.nn.dot_product_attention (cuDNN flash attention on a GPU:
+        the (T, T) scores are never materialized and the masked half is skipped)."""
+        B, T = q_BTNH.shape[:2]
+        mask_B1TT = None
+        if segment_ids_BT is not None:  # packed rows: a token attends only within its segment
+            mask_B1TT = (segment_ids_BT[:, :, None] == segment_ids_BT[:, None, :])[:, None]
+        out_BTNH = jax.nn.dot_product_attention(q_BTNH, k_BTKH, v_BTKH, mask=mask_B1TT,
+                                                is_causal=True, implementation=implementation)
+        o_FD = self.o_proj.get_value().astype(q_BTNH.dtype).reshape(-1, self.config.hidden_size)
+        return out_BTNH.reshape(B, T, -1) @ o_FD
+
+
+def fused_attention(config: ModelConfig, dtype) -> str | None:
+    """The jax.nn.dot_product_attention implementation for cache-free attention, or None for
+    awmjax's einsum path. "auto" picks cuDNN on a GPU in 16-bit floats with a head_dim cuDNN
+    takes, and the einsums elsewhere (on a CPU they are faster than the generic XLA path)."""
+    if config.attention == "einsum":
+        return None
+    if config.attention in ("xla", "cudnn"):
+        return config.attention
+    half = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+    ok_dim = config.head_dim % 8 == 0 and config.head_dim <= 128
+    return "cudnn" if jax.default_backend() == "gpu" and half and ok_dim else None
 
 
 def _replace_at(items: tuple, index: int, value) -> tuple:

@@ -160,6 +160,26 @@ def test_segments_block_attention_across_packed_sequences():
     np.testing.assert_allclose(packed[0, 6:], alone[0], atol=1e-5)
 
 
+def test_fused_attention_path_matches_the_einsums():
+    """attention="xla" (jax.nn.dot_product_attention, the call cuDNN flash attention goes
+    through on a GPU) gives the einsum path's logits, packed segments included."""
+    einsum = ModelConfig.tiny(qk_norm=True, attention="einsum")
+    model = Decoder(einsum, rngs=nnx.Rngs(0))
+    graphdef, params = nnx.split(model)
+    fused = nnx.merge(nnx.split(Decoder(einsum.replace(attention="xla"), rngs=nnx.Rngs(0)))[0],
+                      params)
+    tokens_BT = jnp.asarray(np.random.default_rng(3).integers(0, 256, (2, 16)))
+    positions_BT = jnp.asarray([list(range(16)), list(range(7)) + list(range(9))])
+    segments_BT = jnp.asarray([[1] * 16, [1] * 7 + [2] * 9])
+    for seg in (None, segments_BT):
+        want, _ = model(tokens_BT, positions_BT, segment_ids_BT=seg)
+        got, _ = fused(tokens_BT, positions_BT, segment_ids_BT=seg)
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    # "auto" keeps the einsums on a CPU and in float32
+    from awmjax.model.decoder import fused_attention
+    assert fused_attention(einsum.replace(attention="auto"), jnp.float32) is None
+
+
 def test_config_validation_names_the_field():
     with pytest.raises(ValueError, match="num_kv_heads"):
         ModelConfig.tiny(num_kv_heads=3)
@@ -167,6 +187,8 @@ def test_config_validation_names_the_field():
         ModelConfig.tiny(dtype="float16")
     with pytest.raises(ValueError, match="rope_scaling"):
         ModelConfig.tiny(rope_scaling={"rope_type": "yarn", "factor": 2.0})
+    with pytest.raises(ValueError, match="attention"):
+        ModelConfig.tiny(attention="flash")
     assert ModelConfig.qwen3_0_6b().qk_norm
 
 
