@@ -117,7 +117,7 @@ def run_episodes(
     active = [i for i, r in enumerate(results) if not r.end_reason]
     # a policy with a KV cache (the Sampler) continues each episode from its cache while the
     # history window has not cut anything, instead of prefilling the whole prompt every turn
-    cache = _EpisodeCache(policy, len(results)) if hasattr(policy, "continue_") and hasattr(policy, "start") else None
+    cache = _EpisodeCache(policy, len(results)) if all(hasattr(policy, m) for m in ("start", "continue_", "reset_rows")) else None
     while active:
         prompts, budgets, live = [], [], []
         for i in active:
@@ -178,9 +178,10 @@ class _EpisodeCache:
     """One sampler cache over all episodes of a run_episodes call (row i = episode i).
 
     A turn whose prompt extends what the row's cache holds (the conversation only grew) feeds
-    just the new tokens; when any live row's prompt does not (the history window started to
-    cut), the whole batch starts over from its prompts. Finished episodes keep their rows
-    with a zero budget. Sampling is the same either way; only the work differs.
+    just the new tokens; a row whose prompt does not (the history window started to cut) is
+    emptied and fed its whole prompt. Finished episodes keep their rows with a zero budget
+    and nothing to feed, and the sampler runs only the rows that have work. Greedy decoding
+    gives the same tokens either way; only the work differs.
     """
 
     def __init__(self, sampler, rows: int):
@@ -191,8 +192,6 @@ class _EpisodeCache:
     def generate(self, live: list[int], prompts: list[list[int]], budgets: list[int], sampling: SamplingConfig,
                  row_ids: list[int] | None) -> list:
         prompt_of = dict(zip(live, prompts))
-        extends = self.state is not None and all(
-            len(self.held[i]) < len(p) and p[: len(self.held[i])] == self.held[i] for i, p in prompt_of.items())
         budget_all = [0] * self.rows
         for i, b in zip(live, budgets):
             budget_all[i] = b
@@ -201,14 +200,15 @@ class _EpisodeCache:
             ids_all = list(range(self.rows))
             for i, r in zip(live, row_ids):
                 ids_all[i] = r
-        if extends:
-            appended = [prompt_of[i][len(self.held[i]):] if i in prompt_of else [] for i in range(self.rows)]
-            state = self.state
+        if self.state is None:  # every prompt is fed below; rows without one stay empty
+            state = self.sampler.start([[] for _ in range(self.rows)])
         else:
-            pad = [self.sampler.pad_id]
-            appended = None
-            state = self.sampler.start([prompt_of.get(i, pad) for i in range(self.rows)])
-            self.held = [list(prompt_of.get(i, pad)) for i in range(self.rows)]
+            cut = [i for i, p in prompt_of.items()
+                   if not (len(self.held[i]) < len(p) and p[: len(self.held[i])] == self.held[i])]
+            state = self.sampler.reset_rows(self.state, cut) if cut else self.state
+            for i in cut:
+                self.held[i] = []
+        appended = [prompt_of[i][len(self.held[i]):] if i in prompt_of else [] for i in range(self.rows)]
         gens, self.state = self.sampler.continue_(state, appended, sampling, budgets=budget_all, row_ids=ids_all)
         out = []
         for i in live:

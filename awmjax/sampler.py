@@ -97,6 +97,16 @@ class Sampler:
                                            NamedSharding(self.mesh, PartitionSpec(spec[0]))))
         return DecodeState(cache, tuple(tuple(int(t) for t in p) for p in prompts))
 
+    def reset_rows(self, state: DecodeState, rows: Sequence[int]) -> DecodeState:
+        """`state` with these conversations emptied: their next feed is written from slot 0."""
+        drop = set(int(b) for b in rows)
+        lengths_B = np.asarray(state.cache.lengths_B).copy()
+        lengths_B[list(drop)] = 0
+        cache = state.cache.replace(lengths_B=jax.device_put(jnp.asarray(lengths_B),
+                                                             state.cache.lengths_B.sharding))
+        pending = tuple(() if b in drop else p for b, p in enumerate(state.pending))
+        return DecodeState(cache, pending, state.turn)
+
     def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingConfig, *,
                  budgets: Sequence[int] | None = None,
                  row_ids: Sequence[int] | None = None) -> list[Generation]:
@@ -130,20 +140,58 @@ class Sampler:
             if not feed and budgets[b] > 0:
                 raise ValueError(f"conversation {b} has no tokens to continue from; append some "
                                  "or give it budget 0")
-        cache, h_BD = self._prefill(state.cache, feeds)
-        lengths_B = np.asarray(cache.lengths_B)
-        batch = lengths_B.shape[0]
-        budget_B = np.zeros(batch, np.int32)
-        for b in range(rows):
-            room = self.max_cache_len - int(lengths_B[b])
-            budget_B[b] = max(0, min(int(budgets[b]), sampling.max_new_tokens, room))
-        ids_B = np.arange(batch)
+        ids_B = np.arange(state.cache.lengths_B.shape[0])
         if row_ids is not None:
             if len(row_ids) != rows:
                 raise ValueError(f"continue_: got {len(row_ids)} row_ids for {rows} conversations")
             ids_B[:rows] = row_ids
-        cache, out = self._decode(cache, h_BD, budget_B, sampling, state.turn, ids_B)
+        # Rows with no budget and nothing appended have nothing to do (their pending token
+        # would be written and taken back). When the others are at most half the batch, run
+        # them as a smaller batch and put their cache rows back, so the work follows the live
+        # rows, not the batch's size. (On a mesh the batch axis is sharded: rows stay put.)
+        busy = [bool(budgets[b] > 0 or appended[b]) for b in range(rows)]
+        work = None if self.mesh is not None else self._rows_to_run(busy, len(start_lengths))
+        if work is None:
+            cache, lengths_B, out = self._run(state.cache, feeds, budgets, sampling, state.turn, ids_B)
+        else:
+            idx = jnp.asarray(work)
+            sub_feeds = [feeds[b] if b < rows and busy[b] else [] for b in work]
+            sub_budgets = [budgets[b] if b < rows else 0 for b in work]
+            sub_cache, sub_lengths, sub_out = self._run(
+                _take_rows(state.cache, idx), sub_feeds, sub_budgets, sampling, state.turn,
+                ids_B[work])
+            cache = _put_rows(state.cache, sub_cache, idx)
+            # idle rows count as fed, so _finish takes their pending token back out as usual
+            lengths_B = start_lengths + np.asarray([len(f) for f in feeds] +
+                                                   [0] * (len(start_lengths) - rows), np.int32)
+            for k, b in enumerate(work):
+                if b < rows and busy[b]:
+                    lengths_B[b] = sub_lengths[k]
+            out = _scatter_rows(sub_out, work, len(start_lengths), self.pad_id,
+                                _LENGTH if sampling.max_new_tokens <= 0 else _BUDGET)
         return self._finish(cache, out, feeds, state, lengths_B, sampling)
+
+    @staticmethod
+    def _rows_to_run(busy_rows: list, batch: int) -> list[int] | None:
+        """The rows to run as a smaller batch (the busy ones, padded with idle rows to a power
+        of two), or None when that would not at least halve the batch."""
+        busy = [b for b, f in enumerate(busy_rows) if f]
+        size = _bucket(len(busy), 1)
+        if not busy or size >= batch:
+            return None
+        taken = set(busy)
+        return busy + [b for b in range(batch) if b not in taken][: size - len(busy)]
+
+    def _run(self, cache, feeds, budgets, sampling, turn, ids_B):
+        """Prefill and decode one batch: (cache, lengths after prefill, decode outputs)."""
+        cache, h_BD = self._prefill(cache, feeds)
+        lengths_B = np.asarray(cache.lengths_B)
+        budget_B = np.zeros(lengths_B.shape[0], np.int32)
+        for b in range(len(budgets)):
+            room = self.max_cache_len - int(lengths_B[b])
+            budget_B[b] = max(0, min(int(budgets[b]), sampling.max_new_tokens, room))
+        cache, out = self._decode(cache, h_BD, budget_B, sampling, turn, ids_B)
+        return cache, lengths_B, out
 
     def _prefill(self, cache: KVCache, feeds: list[list[int]]) -> tuple[KVCache, jax.Array]:
         """Write every row's feed into the cache in chunks; h_BD is each row's last hidden state."""
@@ -251,6 +299,33 @@ class Sampler:
                 consts, greedy=greedy, top_k=top_k, pad_id=self.pad_id)
             step += 1
             yield int(token_B[0])
+
+
+@jax.jit
+def _take_rows(cache: KVCache, idx_R) -> KVCache:
+    """A cache of the rows idx_R (copies)."""
+    return KVCache(tuple(k[idx_R] for k in cache.k_BKSH), tuple(v[idx_R] for v in cache.v_BKSH),
+                   cache.lengths_B[idx_R])
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def _put_rows(cache: KVCache, rows: KVCache, idx_R) -> KVCache:
+    """`cache` with rows idx_R replaced by `rows` (in place: the big cache is donated)."""
+    return KVCache(tuple(k.at[idx_R].set(r) for k, r in zip(cache.k_BKSH, rows.k_BKSH)),
+                   tuple(v.at[idx_R].set(r) for v, r in zip(cache.v_BKSH, rows.v_BKSH)),
+                   cache.lengths_B.at[idx_R].set(rows.lengths_B))
+
+
+def _scatter_rows(out, rows: list[int], batch: int, pad_id: int, idle_reason: int):
+    """Decode outputs of a sub-batch laid out over the full batch (idle rows: nothing new)."""
+    tokens_RN, logp_RN, slogp_RN, count_R, reason_R = (np.asarray(x) for x in out)
+    N = tokens_RN.shape[1]
+    tokens = np.full((batch, N), pad_id, np.int32)
+    logp, slogp = np.zeros((batch, N), np.float32), np.zeros((batch, N), np.float32)
+    count, reason = np.zeros(batch, np.int32), np.full(batch, idle_reason, np.int32)
+    tokens[rows], logp[rows], slogp[rows] = tokens_RN, logp_RN, slogp_RN
+    count[rows], reason[rows] = count_R, reason_R
+    return tokens, logp, slogp, count, reason
 
 
 @functools.partial(jax.jit, static_argnums=0, static_argnames=("kv_len",), donate_argnums=2)

@@ -27,3 +27,45 @@ def test_continuing_from_the_cache_equals_a_fresh_prefill():
     (again,) = cache.generate([0], [cut], [6], greedy, None)
     (expect,) = sampler.generate([cut], greedy, budgets=[6])
     assert again.token_ids == expect.token_ids
+
+
+def test_rows_with_work_run_as_a_smaller_batch_with_the_same_tokens():
+    """With 1 of 8 rows live, the sampler runs a 1-row batch: same greedy tokens and log-probs
+    as the whole batch, and the idle rows' caches are left exactly as they were."""
+    model, cfg, tok = load_policy("tiny-random", seed=2)
+    sampler = Sampler(model, cfg, max_cache_len=128, pad_id=tok.pad_id)
+    greedy = SamplingConfig(temperature=0.0, max_new_tokens=5)
+    rng = np.random.default_rng(1)
+    prompts = [rng.integers(5, 1000, int(n)).tolist() for n in rng.integers(4, 12, 8)]
+    busy = [True, False, False, False, False, False, False, False]
+    assert Sampler._rows_to_run(busy, 8) == [0]
+    assert Sampler._rows_to_run([True, False, True] + [False] * 5, 8) == [0, 2]
+    assert Sampler._rows_to_run([True, False, True, True] + [False] * 4, 8) == [0, 2, 3, 1]
+    assert Sampler._rows_to_run([True] * 5 + [False] * 3, 8) is None  # 5 of 8: no halving
+    gens, state = sampler.continue_(sampler.start(prompts), None, greedy)
+    before_k = np.asarray(state.cache.k_BKSH[0]).copy()
+    before_len = np.asarray(state.cache.lengths_B).copy()
+    extra = rng.integers(5, 1000, 6).tolist()
+    budgets = [0] * 8
+    budgets[3] = 5
+    appended = [[] for _ in range(8)]
+    appended[3] = extra
+    (*_, g3, _, _, _, _), state = sampler.continue_(state, appended, greedy, budgets=budgets)
+    whole = prompts[3] + gens[3].token_ids + extra
+    (expect,) = sampler.generate([whole], greedy)
+    assert g3.token_ids == expect.token_ids
+    np.testing.assert_allclose(g3.logprobs, expect.logprobs, atol=1e-4)
+    after_k, after_len = np.asarray(state.cache.k_BKSH[0]), np.asarray(state.cache.lengths_B)
+    for b in range(8):
+        if b != 3:
+            assert after_len[b] == before_len[b]
+            np.testing.assert_array_equal(after_k[b, :, :before_len[b]], before_k[b, :, :before_len[b]])
+    assert after_len[3] == len(whole) + len(g3.token_ids) - 1
+    assert state.pending[0] == (gens[0].token_ids[-1],)  # idle rows still wait on their last token
+    # and they go on exactly as if they had never been skipped
+    more = rng.integers(5, 1000, 4).tolist()
+    appended = [more if b == 0 else [] for b in range(8)]
+    budgets = [5 if b == 0 else 0 for b in range(8)]
+    (g0, *_), state = sampler.continue_(state, appended, greedy, budgets=budgets)
+    (expect0,) = sampler.generate([prompts[0] + gens[0].token_ids + more], greedy)
+    assert g0.token_ids == expect0.token_ids
