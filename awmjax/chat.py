@@ -97,6 +97,39 @@ def validate_tools(tools: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+TOOL_SCHEMAS = ("full", "lean")
+# JSON-Schema keywords that only constrain values: the pool still validates arguments with
+# them, but a "lean" listing leaves them out of the prompt (types, enums, required remain)
+_VALUE_CONSTRAINTS = frozenset({
+    "additionalProperties", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
+    "minLength", "maxLength", "pattern", "format", "minItems", "maxItems", "uniqueItems"})
+
+
+def lean_schema(schema: Any) -> Any:
+    """A JSON Schema without its value constraints (property names are left alone)."""
+    if not isinstance(schema, Mapping):
+        return schema
+    out = {}
+    for key, value in schema.items():
+        if key in _VALUE_CONSTRAINTS:
+            continue
+        if key == "properties" and isinstance(value, Mapping):
+            out[key] = {name: lean_schema(sub) for name, sub in value.items()}
+        elif key == "items":
+            out[key] = lean_schema(value)
+        elif key in ("anyOf", "oneOf", "allOf") and isinstance(value, list):
+            out[key] = [lean_schema(sub) for sub in value]
+        else:
+            out[key] = value
+    return out
+
+
+def lean_tools(tools: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """OpenAI-shaped tools with lean parameter schemas (shorter prompts, same calls)."""
+    return [{"type": "function", "function": {**t["function"], "parameters": lean_schema(t["function"].get("parameters", {}))}}
+            for t in validate_tools(tools)]
+
+
 def surface_tools(tools: Sequence[Mapping[str, Any]], surface: str) -> list[dict[str, Any]]:
     """The tools the policy sees: all of them (direct) or AWM's two meta-tools (mcp)."""
     if surface not in SURFACES:
@@ -211,10 +244,14 @@ class ChatConfig:
 
     surface: str = "direct"
     system_prompt: str | None = None
+    # "lean" lists the direct surface's tools without value constraints (see lean_schema)
+    tool_schema: str = "full"
 
     def __post_init__(self):
         if self.surface not in SURFACES:
             raise ValueError(f"ChatConfig.surface={self.surface!r}; allowed: {', '.join(SURFACES)}")
+        if self.tool_schema not in TOOL_SCHEMAS:
+            raise ValueError(f"ChatConfig.tool_schema={self.tool_schema!r}; allowed: {', '.join(TOOL_SCHEMAS)}")
         if self.system_prompt is not None and not isinstance(self.system_prompt, str):
             raise ValueError("ChatConfig.system_prompt must be a string or None (None uses the surface's default)")
 
@@ -248,6 +285,8 @@ class Conversation:
         self.config = config
         self.tools = validate_tools(tools)
         self.visible_tools = surface_tools(self.tools, config.surface)
+        if config.tool_schema == "lean" and config.surface == "direct":
+            self.visible_tools = lean_tools(self.visible_tools)
         self._ids: list[int] = []
         self._mask: list[int] = []
         self._logprobs: list[float] = []

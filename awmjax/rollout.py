@@ -44,6 +44,7 @@ class RolloutConfig:
     history_window: int | None = 3  # None: full history
     surface: str = "direct"
     system_prompt: str | None = None
+    tool_schema: str = "full"  # "lean": the listing without value constraints (shorter prompts)
 
     def __post_init__(self):
         if self.max_turns < 1:
@@ -52,6 +53,8 @@ class RolloutConfig:
             raise ValueError(f"RolloutConfig.history_window must be >= 1 or None, got {self.history_window}")
         if self.surface not in ("direct", "mcp"):
             raise ValueError(f"RolloutConfig.surface={self.surface!r}; allowed: direct, mcp")
+        if self.tool_schema not in ("full", "lean"):
+            raise ValueError(f"RolloutConfig.tool_schema={self.tool_schema!r}; allowed: full, lean")
         if self.max_new_tokens >= self.max_context:
             raise ValueError(f"RolloutConfig.max_new_tokens ({self.max_new_tokens}) must be below max_context ({self.max_context})")
 
@@ -103,7 +106,7 @@ def run_episodes(
     """
     if not items:
         return []
-    chat_cfg = ChatConfig(surface=cfg.surface, system_prompt=cfg.system_prompt)
+    chat_cfg = ChatConfig(surface=cfg.surface, system_prompt=cfg.system_prompt, tool_schema=cfg.tool_schema)
     results = []
     for world, task, group in items:
         tools = [t.openai_spec() for t in world.tools]

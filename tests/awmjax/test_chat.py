@@ -12,6 +12,7 @@ from awmjax.chat import (
     Conversation,
     Turn,
     assistant_content,
+    lean_schema,
     list_tools_response,
     render_text,
     surface_tools,
@@ -179,6 +180,28 @@ def test_mcp_surface_shows_only_the_meta_tools(tok):
     assert parsed.ok and parsed.calls[0].name == "get_user" and parsed.calls[0].arguments == {"user_id": 3}
     listing = list_tools_response(TOOLS)
     assert listing.splitlines()[0].startswith('{"name": "get_user"')
+
+
+def test_lean_tool_schema_drops_value_constraints_only(tok):
+    schema = {"type": "object", "additionalProperties": False, "required": ["format", "tags"],
+              "properties": {
+                  "format": {"type": "string", "enum": ["csv", "json"], "description": "Output format"},
+                  "pattern": {"type": "string", "minLength": 1, "pattern": "^[a-z]+$"},
+                  "tags": {"type": "array", "maxItems": 3, "items": {"type": "integer", "minimum": 1}},
+                  "when": {"anyOf": [{"type": "string", "format": "date"}, {"type": "null"}]}}}
+    assert lean_schema(schema) == {"type": "object", "required": ["format", "tags"], "properties": {
+        "format": {"type": "string", "enum": ["csv", "json"], "description": "Output format"},
+        "pattern": {"type": "string"},  # a property may be named like a keyword
+        "tags": {"type": "array", "items": {"type": "integer"}},
+        "when": {"anyOf": [{"type": "string"}, {"type": "null"}]}}}
+    tools = [{"type": "function", "function": {"name": "export", "description": "Export rows.", "parameters": schema}}]
+    full = Conversation.start(tok, TASK, tools, ChatConfig())
+    lean = Conversation.start(tok, TASK, tools, ChatConfig(tool_schema="lean"))
+    assert len(lean) < len(full)
+    assert "minLength" not in lean.messages()[0]["content"] and '"enum": ["csv", "json"]' in lean.messages()[0]["content"]
+    assert full.tools == lean.tools  # what the calls are checked against is unchanged
+    with pytest.raises(ValueError, match="tool_schema"):
+        ChatConfig(tool_schema="short")
 
 
 def test_messages_round_trip_the_turn_texts(tok):
