@@ -84,10 +84,12 @@ class ScriptedPolicy:
         self._lengths = sorted({len(k) for k in self._scripts})
 
     @staticmethod
-    def prefix(tokenizer, world, task, surface: str, system_prompt: str | None = None) -> list[int]:
+    def prefix(tokenizer, world, task, surface: str, system_prompt: str | None = None,
+               tool_schema: str = "full") -> list[int]:
         """The ids that start every prompt of an episode of `task` (what scripts are keyed by)."""
         tools = [t.openai_spec() for t in world.tools]
-        return list(Conversation.start(tokenizer, task.instruction, tools, ChatConfig(surface, system_prompt)).ids)
+        chat = ChatConfig(surface, system_prompt, tool_schema)
+        return list(Conversation.start(tokenizer, task.instruction, tools, chat).ids)
 
     def generate(self, prompts, sampling: SamplingConfig, *, budgets=None) -> list[Generation]:
         out = []
@@ -132,7 +134,8 @@ def gold_episodes(tokenizer, pool, worlds: Sequence[Any], rollout: RolloutConfig
             else:
                 rest.append((w, t))
         queue = rest
-        scripts = [(ScriptedPolicy.prefix(tokenizer, w, t, rollout.surface, rollout.system_prompt),
+        scripts = [(ScriptedPolicy.prefix(tokenizer, w, t, rollout.surface, rollout.system_prompt,
+                                          rollout.tool_schema),
                     gold_turns(t, rollout.surface, rng)) for w, t in chunk]
         policy = ScriptedPolicy(tokenizer, scripts)
         results = run_episodes(policy, tokenizer, pool, [(w, t, i) for i, (w, t) in enumerate(chunk)], rollout, sampling)
