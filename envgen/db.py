@@ -122,6 +122,20 @@ class SandboxedDB:
             self._trusted -= 1
             self.deadline = saved
 
+    def run_trusted(self, sql: str) -> None:
+        """Run one engine statement (savepoints, rollbacks) as `trusted()` does, never cached.
+
+        The same as `with self.trusted(): self.conn.execute(sql, can_cache=False)`, without
+        the generator context manager: the pool runs a few of these per episode.
+        """
+        self._trusted += 1
+        saved, self.deadline = self.deadline, float("inf")
+        try:
+            self.conn.execute(sql, can_cache=False)
+        finally:
+            self._trusted -= 1
+            self.deadline = saved
+
     @contextlib.contextmanager
     def deadline_of(self, seconds: float | None = None) -> Iterator[None]:
         """Interrupt any statement that runs past `seconds` (default: the call deadline)."""

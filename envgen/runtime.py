@@ -98,6 +98,7 @@ class Slot:
     """
 
     BASE = "episode_base"
+    _ROLLBACK_TO_BASE, _SAVEPOINT_BASE = f"ROLLBACK TO {BASE}", f"SAVEPOINT {BASE}"
 
     def __init__(self, limits: Limits = Limits(), python: PythonSandbox | None = None, reset_method: str = "auto"):
         if reset_method not in ("auto", "deserialize"):
@@ -113,12 +114,10 @@ class Slot:
     def reset(self, world: CompiledWorld) -> str:
         """Restore the world's exact seeded state, whatever came before; returns the method used."""
         if self.held and self.world is world:
-            with self.db.trusted():
-                self.db.conn.execute(f"ROLLBACK TO {self.BASE}", can_cache=False)
+            self.db.run_trusted(self._ROLLBACK_TO_BASE)
             return "rollback"
         if not self.db.conn.getautocommit():
-            with self.db.trusted():
-                self.db.conn.execute("ROLLBACK", can_cache=False)
+            self.db.run_trusted("ROLLBACK")
         self.held = False
         self.db.restore(world.image, world.tables)
         self.world = world
@@ -129,8 +128,7 @@ class Slot:
         return "deserialize"
 
     def _hold(self) -> None:
-        with self.db.trusted():
-            self.db.conn.execute(f"SAVEPOINT {self.BASE}", can_cache=False)
+        self.db.run_trusted(self._SAVEPOINT_BASE)
         self.held = True
 
     def image(self) -> bytes:
@@ -187,19 +185,20 @@ class Episode:
         self.calls += 1
         if self.broken:
             return error_result("env_error", self.broken)
-        tool = self.world.tool(tool_name)
-        if tool is None:
-            return error_result("invalid_arguments", f"unknown tool {tool_name!r}")
-        if tool.impl.kind == "fastapi":
-            return self._call_app(tool, arguments)
-        if tool.impl.kind != "sql":
+        sql_tool = self.world.sql_tools.get(tool_name)  # every SQL tool of the world, by name
+        if sql_tool is None:
+            tool = self.world.tool(tool_name)
+            if tool is None:
+                return error_result("invalid_arguments", f"unknown tool {tool_name!r}")
+            if tool.impl.kind == "fastapi":
+                return self._call_app(tool, arguments)
             self._will_write()
             return self._call_python(tool, arguments)
-        sql_tool = self.world.sql_tools[tool_name]
-        if sql_tool.writes:
+        writes = sql_tool.writes
+        if writes and self.recorder is None:
             self._will_write()
         result = sql_tool(self.slot.db, arguments)
-        if self.slot.held and sql_tool.writes:
+        if writes and self.slot.held:
             if self.slot.lost_transaction():
                 self._replay()
             elif result.ok:

@@ -88,16 +88,14 @@ class CompiledSqlTool:
                 bind[k] = _bindable(v)
         if not self.atomic:
             return self._run(db, bind)
-        with db.trusted():
-            db.conn.execute("SAVEPOINT tool_call", can_cache=False)
+        db.run_trusted("SAVEPOINT tool_call")
         result = self._run(db, bind)
         # A write interrupted by the deadline makes SQLite roll back the whole transaction,
         # savepoint included; then there is nothing left to undo or release.
         if not db.conn.getautocommit():
-            with db.trusted():
-                if not result.ok:
-                    db.conn.execute("ROLLBACK TO tool_call", can_cache=False)
-                db.conn.execute("RELEASE tool_call", can_cache=False)
+            if not result.ok:
+                db.run_trusted("ROLLBACK TO tool_call")
+            db.run_trusted("RELEASE tool_call")
         return result
 
     def _run(self, db: SandboxedDB, bind: dict[str, Any]) -> ToolResult:

@@ -72,6 +72,13 @@ class Protocol:
 
 def _split(text: str) -> tuple[list[str], str, bool]:
     """The bodies of the <tool_call> blocks, the text outside them, and whether the tags balance."""
+    j = text.find(_OPEN)
+    if j < 0:  # no call: the answer (balanced unless a stray close tag)
+        return [], text, _CLOSE not in text
+    k = text.find(_CLOSE, j)
+    if k >= 0 and text.find(_OPEN, k + len(_CLOSE)) < 0:  # one block (the usual turn): the loop below, unrolled
+        body, rest = text[j + len(_OPEN):k], text[:j] + text[k + len(_CLOSE):]
+        return [body], rest, _OPEN not in rest and _CLOSE not in rest and _OPEN not in body
     blocks, outside, i = [], [], 0
     while (j := text.find(_OPEN, i)) >= 0:
         k = text.find(_CLOSE, j)
