@@ -54,6 +54,13 @@ class DecodeState:
         return [int(cached[b]) + len(p) for b, p in enumerate(self.pending)]
 
 
+def _rows_bucket(n: int) -> int:
+    """Batch rows for n conversations: the smallest of 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, ...
+    (powers of two and 1.5x them) >= n, so a batch of 24 is not padded to 32."""
+    p = _bucket(n, 1)
+    return 3 * p // 4 if p >= 4 and 3 * p // 4 >= n else p
+
+
 def _bucket(n: int, minimum: int) -> int:
     """The smallest power of two >= max(n, minimum)."""
     return max(minimum, 1 << max(0, int(n) - 1).bit_length())
@@ -85,7 +92,8 @@ class Sampler:
         """An empty cache for these conversations; the prompts are prefilled by continue_."""
         if not prompts:
             raise ValueError("Sampler.start needs at least one prompt")
-        batch = _bucket(len(prompts), 1)
+        # on a mesh, powers of two keep the batch axis divisible by the data axes
+        batch = _bucket(len(prompts), 1) if self.mesh is not None else _rows_bucket(len(prompts))
         cache = KVCache.init(self.config, batch, self.max_cache_len)
         if self.mesh is not None:
             spec = logical_to_spec(("batch", "kv_heads", "cache_length", "head_dim"),
@@ -173,10 +181,10 @@ class Sampler:
 
     @staticmethod
     def _rows_to_run(busy_rows: list, batch: int) -> list[int] | None:
-        """The rows to run as a smaller batch (the busy ones, padded with idle rows to a power
-        of two), or None when that would not at least halve the batch."""
+        """The rows to run as a smaller batch (the busy ones, padded with idle rows to a row
+        bucket), or None when no smaller bucket holds them."""
         busy = [b for b, f in enumerate(busy_rows) if f]
-        size = _bucket(len(busy), 1)
+        size = _rows_bucket(len(busy))
         if not busy or size >= batch:
             return None
         taken = set(busy)

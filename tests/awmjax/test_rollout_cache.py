@@ -40,8 +40,9 @@ def test_rows_with_work_run_as_a_smaller_batch_with_the_same_tokens():
     busy = [True, False, False, False, False, False, False, False]
     assert Sampler._rows_to_run(busy, 8) == [0]
     assert Sampler._rows_to_run([True, False, True] + [False] * 5, 8) == [0, 2]
-    assert Sampler._rows_to_run([True, False, True, True] + [False] * 4, 8) == [0, 2, 3, 1]
-    assert Sampler._rows_to_run([True] * 5 + [False] * 3, 8) is None  # 5 of 8: no halving
+    assert Sampler._rows_to_run([True, False, True, True] + [False] * 4, 8) == [0, 2, 3]  # 3 rows
+    assert Sampler._rows_to_run([True] * 5 + [False] * 3, 8) == [0, 1, 2, 3, 4, 5]  # 6 rows
+    assert Sampler._rows_to_run([True] * 7 + [False], 8) is None  # no smaller bucket
     gens, state = sampler.continue_(sampler.start(prompts), None, greedy)
     before_k = np.asarray(state.cache.k_BKSH[0]).copy()
     before_len = np.asarray(state.cache.lengths_B).copy()
