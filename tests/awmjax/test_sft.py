@@ -9,7 +9,8 @@ from awmjax.policy import load_policy
 from awmjax.rl.batch import merge_prefix_samples, samples_from_episode
 from awmjax.rl.train_step import OptimConfig, init_state
 from awmjax.rollout import RolloutConfig
-from awmjax.sft import READ_FINALS, WRITE_FINALS, gold_episodes, make_sft_step, pack_rows, sft_samples, sft_updates
+from awmjax.sft import (READ_FINALS, WRITE_FINALS, gold_episodes, make_sft_step, pack_rows, sft_samples, sft_state,
+                        sft_updates)
 from awmjax.tokenizer import Tokenizer
 from envgen.pool import Pool
 from tests.envgen.worlds import shop_world
@@ -90,9 +91,9 @@ def test_sft_update_lowers_the_loss_and_leaves_frozen_layers_alone(episodes, tok
     (arrays,) = sft_updates(rows, rows.rows, 1, 0)
     model, _, _ = load_policy("tiny-random", seed=0)
     optim = OptimConfig(learning_rate=3e-3, train_top_layers=1)
-    graphdef, state = init_state(model, optim, with_reference=False)
+    graphdef, state = sft_state(model, optim)
     before = jax.tree.map(np.asarray, state.params)
-    step = make_sft_step(graphdef, optim)
+    step = make_sft_step(graphdef, optim, query_chunk=128)
     losses = []
     for _ in range(4):
         state, m = step(state, arrays)
@@ -103,3 +104,136 @@ def test_sft_update_lowers_the_loss_and_leaves_frozen_layers_alone(episodes, tok
     assert np.array_equal(before["layers"][0]["mlp"]["up_proj"][...], after["layers"][0]["mlp"]["up_proj"][...])
     assert not np.array_equal(before["layers"][1]["mlp"]["up_proj"][...], after["layers"][1]["mlp"]["up_proj"][...])
     assert not np.array_equal(before["final_norm"]["weight"][...], after["final_norm"]["weight"][...])
+
+
+def test_loss_slots_are_cut_to_what_the_rows_use(episodes, tokenizer):
+    _, eps, _ = episodes
+    samples = sft_samples(eps, 3)
+    rows = pack_rows(samples, 1024, tokenizer.pad_id)
+    used = int(rows.loss_weight_RK.sum(axis=1).max())
+    K = rows.loss_index_RK.shape[1]
+    assert K % 64 == 0 and used <= K < used + 64 and K < 1024 // 4
+    fixed = pack_rows(samples, 1024, tokenizer.pad_id, loss_slots=256)  # an explicit K is kept
+    assert fixed.loss_index_RK.shape[1] == 256
+    assert np.array_equal(fixed.loss_index_RK[:, :K], rows.loss_index_RK)
+    assert np.array_equal(fixed.loss_target_RK[:, :K], rows.loss_target_RK)
+    assert fixed.loss_weight_RK[:, K:].sum() == 0
+
+
+def _tiny(tokenizer, layers=2, seed=0):
+    from awmjax.model.config import ModelConfig
+    from awmjax.model.decoder import Decoder
+
+    return Decoder(ModelConfig.tiny(vocab_size=tokenizer.vocab_size, num_layers=layers), rngs=nnx.Rngs(seed))
+
+
+@pytest.mark.parametrize("chunk", [64, 96])
+def test_chunked_attention_matches_one_block_on_packed_rows(chunk, tokenizer):
+    # T = 300 is not a multiple of either chunk; three segments and padding, cut at arbitrary places
+    model = _tiny(tokenizer)
+    rng = np.random.default_rng(0)
+    T, lengths = 300, [70, 131, 60]
+    segments = np.zeros((2, T), np.int32)
+    positions = np.zeros((2, T), np.int32)
+    at = 0
+    for s, n in enumerate(lengths, start=1):
+        segments[0, at:at + n], positions[0, at:at + n] = s, np.arange(n)
+        at += n
+    segments[1], positions[1] = 1, np.arange(T)  # one segment over the whole row
+    tokens = rng.integers(0, 1000, (2, T)).astype(np.int32)
+    ref, _ = model.hidden(tokens, positions, segment_ids_BT=segments)
+    out, _ = model.hidden(tokens, positions, segment_ids_BT=segments, query_chunk=chunk)
+    real = segments > 0
+    np.testing.assert_allclose(np.asarray(out)[real], np.asarray(ref)[real], atol=2e-5, rtol=2e-5)
+    plain, _ = model.hidden(tokens, positions, query_chunk=chunk)  # no segments: causal only
+    np.testing.assert_allclose(np.asarray(plain), np.asarray(model.hidden(tokens, positions)[0]), atol=2e-5, rtol=2e-5)
+    # a segment must not see the one before it: changing segment 1's tokens leaves segment 2 alone
+    other = tokens.copy()
+    other[0, :70] = rng.integers(0, 1000, 70)
+    moved, _ = model.hidden(other, positions, segment_ids_BT=segments, query_chunk=chunk)
+    np.testing.assert_allclose(np.asarray(moved)[0, 70:261], np.asarray(out)[0, 70:261], atol=1e-6)
+    assert not np.allclose(np.asarray(moved)[0, :70], np.asarray(out)[0, :70])
+
+
+def _full_tree_step(graphdef, optim):
+    """The update computed the plain way: the gradient of every leaf (frozen ones behind
+    stop_gradient), Adam over the whole tree, no query chunks."""
+    import jax.numpy as jnp
+    import optax
+
+    tx = optim.make()
+
+    def loss_fn(params, a):
+        model = nnx.merge(graphdef, optim.freeze(params))
+        h, _ = model.hidden(a["tokens"], a["positions"], segment_ids_BT=a["segments"])
+        logp = jax.nn.log_softmax(model.logits(jnp.take_along_axis(h, a["index"][..., None], axis=1)), axis=-1)
+        logp = jnp.take_along_axis(logp, a["target"][..., None], axis=-1)[..., 0]
+        return -(logp * a["weight"]).sum() / a["weight"].sum()
+
+    @jax.jit
+    def step(params, opt_state, a):
+        loss, grads = jax.value_and_grad(loss_fn)(params, a)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    return step, tx
+
+
+@pytest.mark.parametrize("chunk", [None, 128])
+def test_sft_update_equals_the_full_tree_update(chunk, episodes, tokenizer):
+    """Gradients and Adam over the trainable leaves only (and attention in query chunks) train
+    the same weights as the gradient of the whole tree with the frozen leaves stopped."""
+    _, eps, _ = episodes
+    rows = pack_rows(sft_samples(eps, 3), 1024, tokenizer.pad_id)
+    updates = sft_updates(rows, 1, 1, 0)[:3]
+    optim = OptimConfig(learning_rate=3e-3, train_top_layers=1, weight_decay=0.1)
+    graphdef, state = sft_state(_tiny(tokenizer), optim)
+    ref_step, tx = _full_tree_step(graphdef, optim)
+    params = jax.tree.map(np.array, state.params)
+    opt_state = tx.init(params)
+    n_train = sum(jax.tree.leaves(optim.trainable(state.params)))
+    assert len(jax.tree.leaves(state.opt_state)) < len(jax.tree.leaves(opt_state))  # moments of trainable leaves only
+    assert len(state.opt_state[1][0].mu) == n_train
+    step = make_sft_step(graphdef, optim, query_chunk=chunk)
+    for a in updates:
+        params, opt_state, ref_loss = ref_step(params, opt_state, a)
+        state, m = step(state, a)
+        np.testing.assert_allclose(float(m["nll"]), float(ref_loss), rtol=1e-5)
+    for got, want in zip(jax.tree.leaves(state.params), jax.tree.leaves(params)):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)
+
+
+def _count(jaxpr, name="dot_general") -> int:
+    """Equations of primitive `name` in a jaxpr, sub-jaxprs (jit, scan, custom_jvp...) included."""
+    from jax.extend import core
+
+    n = 0
+    for eqn in jaxpr.eqns:
+        n += eqn.primitive.name == name
+        for v in eqn.params.values():
+            for sub in v if isinstance(v, (tuple, list)) else (v,):
+                if isinstance(sub, core.ClosedJaxpr):
+                    n += _count(sub.jaxpr, name)
+                elif isinstance(sub, core.Jaxpr):
+                    n += _count(sub, name)
+    return n
+
+
+def test_no_backward_pass_below_the_lowest_trainable_layer(episodes, tokenizer):
+    """A frozen layer added under the trainable one adds its forward matmuls to the update and
+    nothing else; with every layer trainable it adds its backward ones too (the check can fail)."""
+    _, eps, _ = episodes
+    (a,) = sft_updates(pack_rows(sft_samples(eps, 3), 1024, tokenizer.pad_id), 1, 1, 0)[:1]
+
+    def dots(layers, top, fwd=False):
+        optim = OptimConfig(learning_rate=1e-3, train_top_layers=top)
+        graphdef, state = sft_state(_tiny(tokenizer, layers), optim)
+        if fwd:
+            f = lambda p: nnx.merge(graphdef, p).hidden(a["tokens"], a["positions"], segment_ids_BT=a["segments"])[0]
+            return _count(jax.make_jaxpr(f)(state.params).jaxpr)
+        return _count(jax.make_jaxpr(make_sft_step(graphdef, optim))(state, a).jaxpr)
+
+    forward_layer = dots(3, 1, fwd=True) - dots(2, 1, fwd=True)
+    assert forward_layer >= 9  # q, k, v, o, scores, values, gate, up, down
+    assert dots(3, 1) - dots(2, 1) == forward_layer
+    assert dots(3, 0) - dots(2, 0) > 2 * forward_layer
