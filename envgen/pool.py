@@ -162,10 +162,14 @@ class Pool:
             raise ValueError(f"slot {slot} is out of range (the pool has {self.n_slots} slots)")
 
     def _run(self, op: str, items: Sequence[tuple], fail: Callable[[tuple, str], Any], worlds_for=None) -> list[Any]:
-        groups: dict[int, list[int]] = {}
-        for i, item in enumerate(items):
-            self._check_slot(item[0])
-            groups.setdefault(self.worker_of(item[0]), []).append(i)
+        n_workers, n_slots = self.n_workers, self.n_slots
+        by_worker: list[list[int]] = [[] for _ in range(n_workers)]
+        for i, item in enumerate(items):  # worker_of() and _check_slot() inlined: once per item of every batch
+            s = item[0]
+            if not 0 <= s < n_slots:
+                self._check_slot(s)
+            by_worker[s % n_workers].append(i)
+        groups = {w: idx for w, idx in enumerate(by_worker) if idx}
         out: list[Any] = [None] * len(items)
         sent: dict[int, list[tuple]] = {}
         dead: dict[int, str] = {}
@@ -237,15 +241,16 @@ class Pool:
 
     def step(self, items: Iterable[tuple]) -> list[Observation]:
         """One turn per (slot, model text or call); a call may be a toolcalls.Call, a dict or any object with name/arguments."""
-        items = [(s, toolcalls.as_call(t)) for s, t in items]
+        items = [(s, t if isinstance(t, str) else toolcalls.as_call(t)) for s, t in items]
         if len({s for s, _ in items}) != len(items):
             raise ValueError("step: each slot may appear once per batch")
-        lost = {i: self._lost[s] for i, (s, _) in enumerate(items) if s in self._lost}
-        todo = [it for i, it in enumerate(items) if i not in lost]
+        lost = {i: self._lost[s] for i, (s, _) in enumerate(items) if s in self._lost} if self._lost else {}
+        todo = [it for i, it in enumerate(items) if i not in lost] if lost else items
         done = (r if isinstance(r, Observation) else Observation(*r) for r in self._run("step", todo, lambda it, m: toolcalls._fail("env_error", m)))
-        out = [toolcalls._fail("env_error", lost[i]) if i in lost else next(done) for i in range(len(items))]
+        out = [toolcalls._fail("env_error", lost[i]) if i in lost else next(done) for i in range(len(items))] if lost else list(done)
+        live = self._live
         for (s, _), obs in zip(items, out):
-            if obs.outcome == "env_error" and s not in self._live:
+            if obs.outcome == "env_error" and s not in live:
                 self._lost.setdefault(s, "environment error: the episode was lost")
         return out
 
