@@ -202,11 +202,15 @@ class Sampler:
         return cache, lengths_B, out
 
     def _prefill(self, cache: KVCache, feeds: list[list[int]]) -> tuple[KVCache, jax.Array]:
-        """Write every row's feed into the cache in chunks; h_BD is each row's last hidden state."""
+        """Write every row's feed into the cache in chunks; h_BD is each row's last hidden state.
+
+        A chunk that only some rows reach (one long tool response among short ones) runs on
+        those rows alone when they fit a smaller row bucket (their cache rows are taken out
+        and put back), so the long feed does not make every row pay for its chunks."""
         batch = cache.lengths_B.shape[0]
         h_BD = jnp.zeros((batch, self.config.hidden_size), jnp.dtype(self.config.dtype))
         longest = max((len(f) for f in feeds), default=0)
-        base = int(np.asarray(cache.lengths_B).max()) if longest else 0
+        start_B = np.asarray(cache.lengths_B) if longest else np.zeros(batch, np.int32)
         for offset in range(0, longest, self.prefill_chunk):
             count_B = np.zeros(batch, np.int32)
             for b, feed in enumerate(feeds):
@@ -215,9 +219,19 @@ class Sampler:
             tokens_BT = np.full((batch, width), self.pad_id, np.int32)
             for b, feed in enumerate(feeds):
                 tokens_BT[b, :count_B[b]] = feed[offset:offset + count_B[b]]
-            cache, h_BD = _prefill_chunk(self.graphdef, self.params, cache,
-                                         jnp.asarray(tokens_BT), jnp.asarray(count_B), h_BD,
-                                         kv_len=self._kv_len(base + offset + width))
+            rows = None if self.mesh is not None else self._rows_to_run(list(count_B > 0), batch)
+            if rows is None:
+                cache, h_BD = _prefill_chunk(self.graphdef, self.params, cache,
+                                             jnp.asarray(tokens_BT), jnp.asarray(count_B), h_BD,
+                                             kv_len=self._kv_len(int(start_B.max()) + offset + width))
+                continue
+            idx = jnp.asarray(rows)
+            sub_cache, sub_h = _prefill_chunk(
+                self.graphdef, self.params, _take_rows(cache, idx), jnp.asarray(tokens_BT[rows]),
+                jnp.asarray(count_B[rows]), h_BD[idx],
+                kv_len=self._kv_len(int(start_B[rows].max()) + offset + width))
+            cache = _put_rows(cache, sub_cache, idx)
+            h_BD = h_BD.at[idx].set(sub_h)
         return cache, h_BD
 
     def _decode(self, cache, h_BD, budget_B, sampling: SamplingConfig, turn: int, ids_B):

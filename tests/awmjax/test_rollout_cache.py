@@ -70,3 +70,27 @@ def test_rows_with_work_run_as_a_smaller_batch_with_the_same_tokens():
     (g0, *_), state = sampler.continue_(state, appended, greedy, budgets=budgets)
     (expect0,) = sampler.generate([prompts[0] + gens[0].token_ids + more], greedy)
     assert g0.token_ids == expect0.token_ids
+
+
+def test_a_long_feed_runs_its_later_chunks_alone_with_the_same_result():
+    """One row's 300-token feed among 4-token ones: the chunks past the short feeds run on that
+    row alone (prefill_chunk 64), and every row generates what it would on its own."""
+    model, cfg, tok = load_policy("tiny-random", seed=3)
+    sampler = Sampler(model, cfg, max_cache_len=512, pad_id=tok.pad_id, prefill_chunk=64)
+    greedy = SamplingConfig(temperature=0.0, max_new_tokens=4)
+    rng = np.random.default_rng(2)
+    prompts = [rng.integers(5, 1000, 300 if b == 1 else 4).tolist() for b in range(6)]
+    calls = []
+    real = Sampler._rows_to_run
+    Sampler._rows_to_run = staticmethod(lambda busy, batch: calls.append(sum(busy)) or real(busy, batch))
+    try:
+        gens = sampler.generate(prompts, greedy)
+    finally:
+        Sampler._rows_to_run = staticmethod(real)
+    # continue_ asks once for the whole turn, then the prefill per chunk: chunk 0 has every
+    # row, chunks 1-4 only the long one
+    assert calls == [6, 6, 1, 1, 1, 1]
+    for b in (0, 1, 5):
+        (alone,) = sampler.generate([prompts[b]], greedy)
+        assert gens[b].token_ids == alone.token_ids
+        np.testing.assert_allclose(gens[b].logprobs, alone.logprobs, atol=1e-4)
