@@ -68,10 +68,11 @@ def with_sampler_logprobs(graphdef, params, batch: TrainBatch, seed: int = 1) ->
                       batch.positions_BT)
 
 
-def time_awmjax(model, batch: TrainBatch, micro_batch: int, steps: int, warmup: int) -> Timing:
+def time_awmjax(model, batch: TrainBatch, micro_batch: int, steps: int, warmup: int,
+                query_chunk: int | None = None) -> Timing:
     """Median step time of make_train_step (state donated, blocked on the metrics)."""
     graphdef, state = init_state(model, OPTIM, with_reference=False)
-    step = make_train_step(graphdef, OPTIM, GRPO, micro_batch)
+    step = make_train_step(graphdef, OPTIM, GRPO, micro_batch, query_chunk=query_chunk)
     dev_batch = jax.device_put(batch)
     t0 = time.perf_counter()
     state, metrics = step(state, dev_batch)
@@ -85,7 +86,8 @@ def time_awmjax(model, batch: TrainBatch, micro_batch: int, steps: int, warmup: 
         state, metrics = step(state, dev_batch)
         jax.block_until_ready(metrics)
         times.append(time.perf_counter() - t0)
-    return Timing("awmjax", micro_batch, statistics.median(times), first, float(metrics["loss"]))
+    side = "awmjax" if query_chunk is None else f"awmjax chunk {query_chunk or 'off'}"
+    return Timing(side, micro_batch, statistics.median(times), first, float(metrics["loss"]))
 
 
 def time_torch(hf_dir: str, batch: TrainBatch, micro_batch: int, steps: int, warmup: int) -> Timing:
@@ -159,10 +161,11 @@ def cpu_comparison(args) -> None:
         hf_dir = save_hf(model, config, f"{root}/smollm2")
         for mb in args.micro_batch:
             if args.side in ("both", "awmjax"):
-                # a fresh copy each time: the train step donates (and so deletes) its state
-                fresh = nnx.merge(graphdef, jax.tree.map(jnp.copy, params))
-                rows.append(time_awmjax(fresh, batch, mb, args.steps, args.warmup))
-                print(f"  awmjax mb={mb}: {rows[-1].step_s:.2f} s/step", flush=True)
+                for chunk in args.query_chunk:
+                    # a fresh copy each time: the train step donates (and so deletes) its state
+                    fresh = nnx.merge(graphdef, jax.tree.map(jnp.copy, params))
+                    rows.append(time_awmjax(fresh, batch, mb, args.steps, args.warmup, chunk))
+                    print(f"  {rows[-1].side} mb={mb}: {rows[-1].step_s:.2f} s/step", flush=True)
             if args.side in ("both", "torch"):
                 rows.append(time_torch(str(hf_dir), batch, mb, args.steps, args.warmup))
                 print(f"  torch  mb={mb}: {rows[-1].step_s:.2f} s/step", flush=True)
@@ -171,21 +174,23 @@ def cpu_comparison(args) -> None:
           f"{jax.devices()[0].platform}; jax {jax.__version__}, torch {torch.__version__} "
           f"with {torch.get_num_threads()} threads); median of {args.steps} steps after "
           f"{args.warmup} warm-up\n")
-    head = (f"{'batch (BxT)':>12}{'micro':>7}{'loss tok':>10}{'awmjax tok/s':>14}{'torch tok/s':>13}"
+    head = (f"{'batch (BxT)':>12}{'micro':>7}{'chunk':>7}{'loss tok':>10}{'awmjax tok/s':>14}{'torch tok/s':>13}"
             f"{'ratio':>8}{'jax step s':>12}{'torch step s':>14}{'jax compile s':>15}")
     print(head)
     for mb in args.micro_batch:
-        jx = next((r for r in rows if r.side == "awmjax" and r.micro_batch == mb), None)
         pt = next((r for r in rows if r.side == "torch" and r.micro_batch == mb), None)
         tps = lambda r: B * T / r.step_s if r else float("nan")  # noqa: E731
-        compile_s = jx.first_call_s - jx.step_s if jx else float("nan")
-        ratio = tps(jx) / tps(pt) if jx and pt else float("nan")
-        print(f"{f'{B}x{T}':>12}{mb:>7}{loss_tokens:>10}{tps(jx):>14.0f}{tps(pt):>13.0f}"
-              f"{ratio:>7.2f}x{jx.step_s if jx else float('nan'):>12.2f}"
-              f"{pt.step_s if pt else float('nan'):>14.2f}{compile_s:>15.1f}")
+        for jx in [r for r in rows if r.side.startswith("awmjax") and r.micro_batch == mb] or [None]:
+            compile_s = jx.first_call_s - jx.step_s if jx else float("nan")
+            ratio = tps(jx) / tps(pt) if jx and pt else float("nan")
+            chunk = jx.side.replace("awmjax chunk ", "") if jx else "-"
+            print(f"{f'{B}x{T}':>12}{mb:>7}{chunk:>7}{loss_tokens:>10}{tps(jx):>14.0f}{tps(pt):>13.0f}"
+                  f"{ratio:>7.2f}x{jx.step_s if jx else float('nan'):>12.2f}"
+                  f"{pt.step_s if pt else float('nan'):>14.2f}{compile_s:>15.1f}")
     for r in rows:
-        print(f"  {r.side:>6} mb={r.micro_batch}: loss after the last step {r.loss:+.6f}")
-    print("\ntokens/s counts every position of the batch (B*T); the loss covers "
+        print(f"  {r.side} mb={r.micro_batch}: loss after the last step {r.loss:+.6f}")
+    print("\nchunk: awmjax's attention in query chunks of that many tokens (off: one (T, T) block). "
+          "tokens/s counts every position of the batch (B*T); the loss covers "
           f"{loss_tokens} of them. jax compile s = first call - median step.")
 
 
@@ -248,6 +253,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3, help="timed steps per side (median reported)")
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps first (>= 1)")
     ap.add_argument("--side", choices=("both", "awmjax", "torch"), default="both")
+    ap.add_argument("--query-chunk", type=int, nargs="+", default=[0, 128],
+                    help="awmjax attention query chunks to time on the CPU (0: one block)")
     ap.add_argument("--gpu-mfu", action="store_true", help="MFU of a Qwen3-0.6B-shaped update on a GPU")
     ap.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16",
                     help="compute dtype for --gpu-mfu (the CPU comparison is always float32)")

@@ -110,18 +110,29 @@ def init_state(model: nnx.Module, optim: OptimConfig, *, with_reference: bool) -
     return graphdef, TrainState(params, tx.init(params), jnp.zeros((), jnp.int32), ref)
 
 
-def token_logprobs(graphdef, params, tokens_BT, positions_BT, targets_BT) -> tuple[jax.Array, jax.Array]:
-    """Log-probabilities of the targets and the entropy per position."""
+def default_query_chunk() -> int:
+    """Query chunk of the update's attention: 128 on a CPU, where chunks skip the masked half
+    of causal attention and keep each chunk's scores in cache (Attention._chunked); 0 (one
+    block) elsewhere, where cuDNN or XLA's own attention is the better path."""
+    return 128 if jax.default_backend() == "cpu" else 0
+
+
+def token_logprobs(graphdef, params, tokens_BT, positions_BT, targets_BT,
+                   query_chunk: int | None = None) -> tuple[jax.Array, jax.Array]:
+    """Log-probabilities of the targets and the entropy per position (query_chunk: None picks
+    default_query_chunk(), 0 is one attention block)."""
     model = nnx.merge(graphdef, params)
-    h_BTD, _ = model.hidden(tokens_BT, positions_BT)
+    chunk = default_query_chunk() if query_chunk is None else query_chunk
+    h_BTD, _ = model.hidden(tokens_BT, positions_BT, query_chunk=chunk or None)
     return target_logprobs(model.logits(h_BTD), targets_BT)
 
 
 def make_train_step(graphdef, optim: OptimConfig, grpo: GRPOConfig, micro_batch: int,
-                    mesh: Mesh | None = None, *, rules=DEFAULT_RULES):
+                    mesh: Mesh | None = None, *, rules=DEFAULT_RULES, query_chunk: int | None = None):
     """Build the jitted train step for this model structure and these configs.
 
-    With a mesh, the state is expected placed by `shard_state` and the batch by `place_batch`
+    query_chunk: attention in query chunks of this many tokens (None: default_query_chunk(),
+    0: one block). With a mesh, the state is expected placed by `shard_state` and the batch by `place_batch`
     (awmjax.rl.sharding); the step keeps params, optimizer state and gradients sharded per the
     rules table and every micro-batch split over data x fsdp.
     """
@@ -134,10 +145,12 @@ def make_train_step(graphdef, optim: OptimConfig, grpo: GRPOConfig, micro_batch:
         return tree if mesh is None else jax.lax.with_sharding_constraint(tree, shardings)
 
     def micro_loss(params, ref_params, mb: dict, total_tokens):
-        logp_BT, entropy_BT = token_logprobs(graphdef, optim.freeze(params), mb["tokens"], mb["positions"], mb["targets"])
+        logp_BT, entropy_BT = token_logprobs(graphdef, optim.freeze(params), mb["tokens"], mb["positions"], mb["targets"],
+                                             query_chunk)
         ref_BT = None
         if ref_params is not None:
-            ref_BT, _ = token_logprobs(graphdef, jax.lax.stop_gradient(ref_params), mb["tokens"], mb["positions"], mb["targets"])
+            ref_BT, _ = token_logprobs(graphdef, jax.lax.stop_gradient(ref_params), mb["tokens"], mb["positions"],
+                                       mb["targets"], query_chunk)
         loss, metrics = policy_loss(logp_BT, mb["old_logp"], mb["adv"], mb["mask"], grpo, ref_logp_BT=ref_BT)
         weight = metrics["tokens"] / jnp.maximum(total_tokens, 1.0)
         metrics["entropy"] = (entropy_BT * mb["mask"]).sum() / jnp.maximum(mb["mask"].sum(), 1.0)
