@@ -175,7 +175,7 @@ def evaluate(
         raise ValueError(f"no tasks to evaluate in split {split!r}: the catalog has no worlds there")
     own_pool = pool is None
     if own_pool:
-        pool = Pool(n_slots=min(batch, len(items)))
+        pool = Pool(n_slots=min(batch, len(items)), observation_chars=rollout.observation_chars)
         pool.register(sorted({w.id: w for w, _ in items}.values(), key=lambda w: w.id))
     t0 = time.perf_counter()
     results: list[EpisodeResult] = []

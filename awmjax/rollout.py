@@ -45,6 +45,7 @@ class RolloutConfig:
     surface: str = "direct"
     system_prompt: str | None = None
     tool_schema: str = "full"  # "lean": the listing without value constraints (shorter prompts)
+    observation_chars: int = 16_000  # a tool result longer than this is cut, with a marker saying so
 
     def __post_init__(self):
         if self.max_turns < 1:
@@ -53,6 +54,8 @@ class RolloutConfig:
             raise ValueError(f"RolloutConfig.history_window must be >= 1 or None, got {self.history_window}")
         if self.surface not in ("direct", "mcp"):
             raise ValueError(f"RolloutConfig.surface={self.surface!r}; allowed: direct, mcp")
+        if self.observation_chars < 100:
+            raise ValueError(f"RolloutConfig.observation_chars must be >= 100, got {self.observation_chars}")
         if self.tool_schema not in ("full", "lean"):
             raise ValueError(f"RolloutConfig.tool_schema={self.tool_schema!r}; allowed: full, lean")
         if self.max_new_tokens >= self.max_context:

@@ -369,7 +369,7 @@ def run_sft(cfg, *, progress: bool = True, out: str | os.PathLike | None = None)
     model, model_cfg, tok = load_policy(t.policy, dtype=t.dtype, seed=t.seed)
 
     t0 = time.perf_counter()
-    with Pool(n_slots=32) as pool:
+    with Pool(n_slots=32, observation_chars=cfg.rollout.observation_chars) as pool:
         pool.register(worlds)
         episodes, dropped = gold_episodes(tok, pool, worlds, cfg.rollout, phrasings=s.phrasings, seed=t.seed,
                                           batch=32, progress=progress)

@@ -170,7 +170,7 @@ def train(cfg: RunConfig, *, progress: bool = True, stop_after: int | None = Non
 
     in_flight: deque = deque()  # (batch index, episodes, rollout stats, future of judgements)
     next_batch = start
-    with Pool(n_slots=n_slots) as pool, JudgeRunner(make_judge(cfg.judge.name, **cfg.judge.options()), cfg.judge) as judges:
+    with Pool(n_slots=n_slots, observation_chars=cfg.rollout.observation_chars) as pool, JudgeRunner(make_judge(cfg.judge.name, **cfg.judge.options()), cfg.judge) as judges:
         pool.register(worlds)
         bar = tqdm(range(start, last), initial=start, total=t.steps, desc="train", unit="step", disable=not progress or me != 0)
         for step in bar:

@@ -159,3 +159,14 @@ def test_direct_surface_pins_no_step(tokenizer):
     assert "step 0" not in tokenizer.decode(history_prompt(conv, 1))
     pinned = tokenizer.decode(history_prompt(mcp, 1))
     assert "step 0" in pinned and "result 0" in pinned and "step 1" not in pinned and "step 2" in pinned
+
+
+def test_rollout_config_names_bad_limits():
+    import pytest
+
+    from awmjax.rollout import RolloutConfig
+
+    with pytest.raises(ValueError, match="observation_chars"):
+        RolloutConfig(observation_chars=10)
+    with pytest.raises(ValueError, match="tool_schema"):
+        RolloutConfig(tool_schema="tiny")
