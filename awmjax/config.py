@@ -11,7 +11,8 @@
                base_url, model, api_key_env, max_tokens, temperature (the LLM judges' endpoint)
     [mesh]     data, fsdp, tensor (device counts; -1: the devices left over)
     [distributed]  enabled, coordinator_address, num_processes, process_id, cpu_collectives
-    [sft]      epochs, batch, learning_rate, warmup_steps, phrasings, max_tasks (`awmjax sft`)
+    [sft]      epochs, batch, row_tokens, query_chunk, learning_rate, warmup_steps, phrasings,
+               max_tasks (`awmjax sft`)
 
 Unknown sections or keys are errors that name the file, the section, the key and the
 allowed keys; values are validated by each dataclass's __post_init__.
