@@ -214,38 +214,40 @@ def run_baseline(worlds, plan, concurrency: int, progress, per_episode_server: b
         progress.update(1)
         return v["result"]
 
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(concurrency) as ex:
-        results = list(ex.map(episode, range(len(plan))))
-    wall = time.perf_counter() - t0
-    calls_wall = None
-    if not per_episode_server:
-        # Tool calls alone: waves of `concurrency` episodes are reset (untimed), then all their
-        # calls are made at once and timed, like the pool's step batches.
-        conns: dict[int, http.client.HTTPConnection] = {}
-
-        def reset_only(i):
-            conns[i] = http.client.HTTPConnection("127.0.0.1", ports[plan[i][0].id])
-            post(conns[i], "/reset", {"episode": str(i)})
-
-        def calls_only(i):
-            for c in plan[i][2]:
-                post(conns[i], "/call", {"episode": str(i), "name": c.tool, "arguments": c.arguments})
-
-        calls_wall = 0.0
+    try:
+        t0 = time.perf_counter()
         with ThreadPoolExecutor(concurrency) as ex:
-            for lo in range(0, len(plan), concurrency):
-                wave = range(lo, min(lo + concurrency, len(plan)))
-                list(ex.map(reset_only, wave))
-                t0 = time.perf_counter()
-                list(ex.map(calls_only, wave))
-                calls_wall += time.perf_counter() - t0
-                for i in wave:
-                    conns.pop(i).close()
-    for p in servers:
-        p.kill()
-        p.wait()
-    shutil.rmtree(tmp, ignore_errors=True)
+            results = list(ex.map(episode, range(len(plan))))
+        wall = time.perf_counter() - t0
+        calls_wall = None
+        if not per_episode_server:
+            # Tool calls alone: waves of `concurrency` episodes are reset (untimed), then all their
+            # calls are made at once and timed, like the pool's step batches.
+            conns: dict[int, http.client.HTTPConnection] = {}
+
+            def reset_only(i):
+                conns[i] = http.client.HTTPConnection("127.0.0.1", ports[plan[i][0].id])
+                post(conns[i], "/reset", {"episode": str(i)})
+
+            def calls_only(i):
+                for c in plan[i][2]:
+                    post(conns[i], "/call", {"episode": str(i), "name": c.tool, "arguments": c.arguments})
+
+            calls_wall = 0.0
+            with ThreadPoolExecutor(concurrency) as ex:
+                for lo in range(0, len(plan), concurrency):
+                    wave = range(lo, min(lo + concurrency, len(plan)))
+                    list(ex.map(reset_only, wave))
+                    t0 = time.perf_counter()
+                    list(ex.map(calls_only, wave))
+                    calls_wall += time.perf_counter() - t0
+                    for i in wave:
+                        conns.pop(i).close()
+    finally:  # a failed run must not leave its servers behind
+        for p in servers:
+            p.kill()
+            p.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
     return {"episodes": len(plan), "wall": wall, "reset_us": statistics.median(resets_us), "startup_s": startup_s,
             "complete": results.count("complete"), "calls_wall": calls_wall}
 
