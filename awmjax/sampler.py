@@ -154,9 +154,9 @@ class Sampler:
                 raise ValueError(f"continue_: got {len(row_ids)} row_ids for {rows} conversations")
             ids_B[:rows] = row_ids
         # Rows with no budget and nothing appended have nothing to do (their pending token
-        # would be written and taken back). When the others are at most half the batch, run
-        # them as a smaller batch and put their cache rows back, so the work follows the live
-        # rows, not the batch's size. (On a mesh the batch axis is sharded: rows stay put.)
+        # would be written and taken back). When the others fit a smaller row bucket, run them
+        # as a smaller batch and put their cache rows back, so the work follows the live rows,
+        # not the batch's size. (On a mesh the batch axis is sharded: rows stay put.)
         busy = [bool(budgets[b] > 0 or appended[b]) for b in range(rows)]
         work = None if self.mesh is not None else self._rows_to_run(busy, len(start_lengths))
         if work is None:
