@@ -126,7 +126,6 @@ class Attention(nnx.Module):
         out_BTD = out_BTF @ o_FD
         return out_BTD, cache
 
-
     def _chunked(self, q_BTNH, k_BTKH, v_BTKH, segment_ids_BT, chunk: int):
         """Cache-free causal attention in query chunks: chunk [lo, hi) scores only keys [0, hi),
         so the masked upper triangle is not computed, and each chunk's scores are small enough
