@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
 
-from awmjax.chat import ChatConfig, Conversation
+from awmjax.chat import TOOL_SCHEMAS, ChatConfig, Conversation
 from awmjax.sampling import SamplingConfig
 from awmjax.tokenizer import Tokenizer
 
@@ -56,8 +56,8 @@ class RolloutConfig:
             raise ValueError(f"RolloutConfig.surface={self.surface!r}; allowed: direct, mcp")
         if self.observation_chars < 100:
             raise ValueError(f"RolloutConfig.observation_chars must be >= 100, got {self.observation_chars}")
-        if self.tool_schema not in ("full", "lean"):
-            raise ValueError(f"RolloutConfig.tool_schema={self.tool_schema!r}; allowed: full, lean")
+        if self.tool_schema not in TOOL_SCHEMAS:
+            raise ValueError(f"RolloutConfig.tool_schema={self.tool_schema!r}; allowed: {', '.join(TOOL_SCHEMAS)}")
         if self.max_new_tokens >= self.max_context:
             raise ValueError(f"RolloutConfig.max_new_tokens ({self.max_new_tokens}) must be below max_context ({self.max_context})")
 
