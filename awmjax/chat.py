@@ -97,7 +97,7 @@ def validate_tools(tools: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-TOOL_SCHEMAS = ("full", "lean")
+TOOL_SCHEMAS = ("full", "lean", "brief")
 # JSON-Schema keywords that only constrain values: the pool still validates arguments with
 # them, but a "lean" listing leaves them out of the prompt (types, enums, required remain)
 _VALUE_CONSTRAINTS = frozenset({
@@ -128,6 +128,35 @@ def lean_tools(tools: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """OpenAI-shaped tools with lean parameter schemas (shorter prompts, same calls)."""
     return [{"type": "function", "function": {**t["function"], "parameters": lean_schema(t["function"].get("parameters", {}))}}
             for t in validate_tools(tools)]
+
+
+def brief_type(schema: Any) -> Any:
+    """One parameter of a "brief" listing: its enum values, or its type ("array of integer")."""
+    if not isinstance(schema, Mapping):
+        return "any"
+    if "enum" in schema:
+        return list(schema["enum"])
+    kind = schema.get("type", "any")
+    if isinstance(kind, list):
+        kind = " or ".join(str(k) for k in kind)
+    if kind == "array" and isinstance(schema.get("items"), Mapping):
+        inner = brief_type(schema["items"])
+        return f"array of {inner}" if isinstance(inner, str) else f"array of one of {inner}"
+    return kind
+
+
+def brief_tools(tools: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The "brief" listing: per tool its name, description, each parameter's type (or enum values)
+    and the required names; no OpenAI wrapper and no parameter descriptions (about half the
+    tokens of the lean listing; the calls are checked against the full schema all the same)."""
+    out = []
+    for t in validate_tools(tools):
+        f = t["function"]
+        params = f.get("parameters") or {}
+        out.append({"name": f["name"], "description": f.get("description", ""),
+                    "parameters": {k: brief_type(v) for k, v in (params.get("properties") or {}).items()},
+                    "required": list(params.get("required") or [])})
+    return out
 
 
 def surface_tools(tools: Sequence[Mapping[str, Any]], surface: str) -> list[dict[str, Any]]:
@@ -244,7 +273,8 @@ class ChatConfig:
 
     surface: str = "direct"
     system_prompt: str | None = None
-    # "lean" lists the direct surface's tools without value constraints (see lean_schema)
+    # how the direct surface lists tools: "full" (OpenAI specs), "lean" (without value
+    # constraints, see lean_schema) or "brief" (name, description, parameter types; brief_tools)
     tool_schema: str = "full"
 
     def __post_init__(self):
@@ -285,8 +315,9 @@ class Conversation:
         self.config = config
         self.tools = validate_tools(tools)
         self.visible_tools = surface_tools(self.tools, config.surface)
-        if config.tool_schema == "lean" and config.surface == "direct":
-            self.visible_tools = lean_tools(self.visible_tools)
+        if config.surface == "direct" and config.tool_schema != "full":
+            listing = lean_tools if config.tool_schema == "lean" else brief_tools
+            self.visible_tools = listing(self.visible_tools)
         self._ids: list[int] = []
         self._mask: list[int] = []
         self._logprobs: list[float] = []

@@ -44,7 +44,7 @@ class RolloutConfig:
     history_window: int | None = 3  # None: full history
     surface: str = "direct"
     system_prompt: str | None = None
-    tool_schema: str = "full"  # "lean": the listing without value constraints (shorter prompts)
+    tool_schema: str = "full"  # "lean": no value constraints; "brief": names, types, descriptions (chat.ChatConfig)
     observation_chars: int = 16_000  # a tool result longer than this is cut, with a marker saying so
 
     def __post_init__(self):

@@ -12,6 +12,7 @@ from awmjax.chat import (
     Conversation,
     Turn,
     assistant_content,
+    brief_tools,
     lean_schema,
     list_tools_response,
     render_text,
@@ -243,7 +244,11 @@ def test_config_and_tool_validation_messages():
     assert ChatConfig(system_prompt="X").resolved_system_prompt == "X"
 
 
-ascii_text = st.text(st.characters(min_codepoint=9, max_codepoint=126, exclude_categories=("Cc",)) | st.sampled_from("\n\t"), max_size=60)
+# Text with no special-token spelling in it: the conversation encodes such text as plain
+# characters (a user cannot open a turn), while the reference re-encodes the rendered text,
+# where "<|im_start|>" would become the special id.
+ascii_text = st.text(st.characters(min_codepoint=9, max_codepoint=126, exclude_categories=("Cc",)) | st.sampled_from("\n\t"),
+                     max_size=60).filter(lambda s: "<|" not in s)
 
 
 @settings(max_examples=150, deadline=None)
@@ -261,3 +266,23 @@ def test_ascii_round_trip_property(tok, task, steps):
             conv.append_tool_responses(results)
             messages += [{"role": "tool", "content": r} for r in results]
     assert list(conv.ids) == tok.encode(render_text(messages, TOOLS))
+
+
+def test_brief_tool_schema_lists_names_types_and_required(tok):
+    schema = {"type": "object", "required": ["format"], "properties": {
+        "format": {"type": "string", "enum": ["csv", "json"], "description": "Output format"},
+        "tags": {"type": "array", "items": {"type": "integer", "minimum": 1}, "description": "Tag ids"},
+        "limit": {"type": ["integer", "null"]}}}
+    tools = [{"type": "function", "function": {"name": "export", "description": "Export rows.", "parameters": schema}}]
+    assert brief_tools(tools) == [{"name": "export", "description": "Export rows.", "required": ["format"],
+                                   "parameters": {"format": ["csv", "json"], "tags": "array of integer",
+                                                  "limit": "integer or null"}}]
+    lean = Conversation.start(tok, TASK, tools, ChatConfig(tool_schema="lean"))
+    brief = Conversation.start(tok, TASK, tools, ChatConfig(tool_schema="brief"))
+    assert len(brief) < len(lean)
+    system = brief.messages()[0]["content"]
+    assert '{"name": "export", "description": "Export rows.", "parameters": {"format": ["csv", "json"]' in system
+    assert "Tag ids" not in system and '"type": "function"' not in system
+    assert brief.tools == lean.tools  # the calls are checked against the full schema either way
+    mcp = Conversation.start(tok, TASK, tools, ChatConfig(surface="mcp", tool_schema="brief"))
+    assert [t["function"]["name"] for t in mcp.visible_tools] == ["list_tools", "call_tool"]
