@@ -8,7 +8,7 @@ from flax import nnx
 
 from awmjax.model.config import ModelConfig
 from awmjax.model.kv_cache import KVCache
-from awmjax.model.rope import apply_rope, inv_frequencies
+from awmjax.model.rope import inv_frequencies, rope_tables, rotate
 from awmjax.model.sharding import constrain
 
 _NEG_INF = -1e30
@@ -64,18 +64,19 @@ class Attention(nnx.Module):
             y = y + getattr(self, f"{name}_bias").get_value().astype(dtype)
         return y
 
-    def __call__(self, x_BTD, positions_BT, layer: int, cache: KVCache | None,
+    def __call__(self, x_BTD, rope_BT: tuple[jax.Array, jax.Array], layer: int, cache: KVCache | None,
                  segment_ids_BT: jax.Array | None, kv_len: int | None = None,
                  query_chunk: int | None = None):
+        """rope_BT: the (cos, sin) tables of the tokens' positions (rope.rope_tables), computed
+        once per forward by Decoder.hidden rather than in every layer."""
         c = self.config
         B, T, _ = x_BTD.shape
         K, G = c.num_kv_heads, c.num_heads // c.num_kv_heads
         q_BTNH, k_BTKH, v_BTKH = (self._project(x_BTD, n) for n in ("q", "k", "v"))
         if c.qk_norm:
             q_BTNH, k_BTKH = self.q_norm(q_BTNH), self.k_norm(k_BTKH)
-        inv_freq_P = inv_frequencies(c)
-        q_BTNH = apply_rope(q_BTNH, positions_BT, inv_freq_P)
-        k_BTKH = apply_rope(k_BTKH, positions_BT, inv_freq_P)
+        q_BTNH = rotate(q_BTNH, *rope_BT)
+        k_BTKH = rotate(k_BTKH, *rope_BT)
         q_BTNH = constrain(q_BTNH, ("batch", "length", "heads", "head_dim"))
 
         fused = fused_attention(c, x_BTD.dtype) if cache is None else None
@@ -209,8 +210,8 @@ class Block(nnx.Module):
         self.post_attn_norm = RMSNorm(config.hidden_size, config.rms_norm_eps, "norm", pdt)
         self.mlp = MLP(config, rngs)
 
-    def __call__(self, x_BTD, positions_BT, layer, cache, segment_ids_BT, kv_len=None, query_chunk=None):
-        attn_BTD, cache = self.attn(self.input_norm(x_BTD), positions_BT, layer, cache,
+    def __call__(self, x_BTD, rope_BT, layer, cache, segment_ids_BT, kv_len=None, query_chunk=None):
+        attn_BTD, cache = self.attn(self.input_norm(x_BTD), rope_BT, layer, cache,
                                     segment_ids_BT, kv_len, query_chunk)
         x_BTD = x_BTD + attn_BTD
         x_BTD = x_BTD + self.mlp(self.post_attn_norm(x_BTD))
@@ -243,8 +244,9 @@ class Decoder(nnx.Module):
         dtype = jnp.dtype(self.config.dtype)
         x_BTD = jnp.take(self.embed.get_value(), tokens_BT, axis=0).astype(dtype)
         x_BTD = constrain(x_BTD, ("batch", "length", "embed"))
+        rope_BT = rope_tables(positions_BT, inv_frequencies(self.config))  # once, for every layer
         for layer, block in enumerate(self.layers):
-            x_BTD, cache = block(x_BTD, positions_BT, layer, cache, segment_ids_BT, kv_len, query_chunk)
+            x_BTD, cache = block(x_BTD, rope_BT, layer, cache, segment_ids_BT, kv_len, query_chunk)
         if cache is not None:
             T = tokens_BT.shape[1]
             added_B = jnp.full_like(cache.lengths_B, T) if num_new_B is None else num_new_B

@@ -39,12 +39,21 @@ def _llama3_scale(inv_freq_P: np.ndarray, scaling: dict) -> np.ndarray:
     return np.where(medium_P, smoothed_P, scaled_P)
 
 
-def apply_rope(x_BTNH: jax.Array, positions_BT: jax.Array, inv_freq_P: np.ndarray) -> jax.Array:
-    """Rotate each head's (first half, second half) pairs by position * frequency."""
+def rope_tables(positions_BT: jax.Array, inv_freq_P: np.ndarray) -> tuple[jax.Array, jax.Array]:
+    """(cos, sin) of position * frequency, each (B, T, 1, P) float32: computed once per forward
+    and shared by every layer's `rotate` (they depend on the positions only)."""
     angles_BTP = positions_BT[..., None].astype(jnp.float32) * jnp.asarray(inv_freq_P)
-    cos_BT1P = jnp.cos(angles_BTP)[:, :, None, :]
-    sin_BT1P = jnp.sin(angles_BTP)[:, :, None, :]
+    return jnp.cos(angles_BTP)[:, :, None, :], jnp.sin(angles_BTP)[:, :, None, :]
+
+
+def rotate(x_BTNH: jax.Array, cos_BT1P: jax.Array, sin_BT1P: jax.Array) -> jax.Array:
+    """Rotate each head's (first half, second half) pairs by the angles of `rope_tables`."""
     x1, x2 = jnp.split(x_BTNH.astype(jnp.float32), 2, axis=-1)
     out_BTNH = jnp.concatenate([x1 * cos_BT1P - x2 * sin_BT1P, x2 * cos_BT1P + x1 * sin_BT1P],
                                axis=-1)
     return out_BTNH.astype(x_BTNH.dtype)
+
+
+def apply_rope(x_BTNH: jax.Array, positions_BT: jax.Array, inv_freq_P: np.ndarray) -> jax.Array:
+    """Rotate each head's (first half, second half) pairs by position * frequency."""
+    return rotate(x_BTNH, *rope_tables(positions_BT, inv_freq_P))
