@@ -17,6 +17,7 @@ measured in the same run, one after the other; the table reports the median step
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import tempfile
 import time
@@ -26,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from awmjax.rl.batch import TrainBatch
+from awmjax.rl.batch import TrainBatch, loss_index
 from awmjax.rl.config import GRPOConfig
 from awmjax.rl.train_step import OptimConfig, init_state, make_train_step, token_logprobs
 
@@ -55,7 +56,7 @@ def make_batch(B: int, T: int, vocab: int, seed: int = 0) -> TrainBatch:
     positions = np.broadcast_to(np.arange(T, dtype=np.int32), (B, T)).copy()
     adv = rng.standard_normal(B).astype(np.float32)
     old = np.zeros((B, T), np.float32)  # filled from the model before timing
-    return TrainBatch(tokens, targets, mask, old, adv, positions)
+    return TrainBatch(tokens, targets, mask, old, adv, positions, loss_index(mask))
 
 
 def with_sampler_logprobs(graphdef, params, batch: TrainBatch, seed: int = 1) -> TrainBatch:
@@ -64,8 +65,7 @@ def with_sampler_logprobs(graphdef, params, batch: TrainBatch, seed: int = 1) ->
     logp_BT, _ = fn(graphdef, params, batch.tokens_BT, batch.positions_BT, batch.targets_BT)
     noise = 0.1 * np.random.default_rng(seed).standard_normal(batch.tokens_BT.shape)
     old = (np.asarray(logp_BT) + noise).astype(np.float32) * batch.mask_BT
-    return TrainBatch(batch.tokens_BT, batch.targets_BT, batch.mask_BT, old, batch.adv_B,
-                      batch.positions_BT)
+    return dataclasses.replace(batch, old_logp_BT=old)
 
 
 def time_awmjax(model, batch: TrainBatch, micro_batch: int, steps: int, warmup: int,
@@ -215,8 +215,7 @@ def gpu_mfu(args) -> None:
     # QK^T and PV each 2 * T * heads * head_dim FLOPs forward at full T, halved by the mask
     attn_per_token = 3 * 2 * 2 * config.num_layers * config.num_heads * config.head_dim * T / 2
     batch = make_batch(B, T, config.vocab_size)
-    batch = TrainBatch(batch.tokens_BT, batch.targets_BT, batch.mask_BT,
-                       -2.0 * batch.mask_BT, batch.adv_B, batch.positions_BT)
+    batch = dataclasses.replace(batch, old_logp_BT=-2.0 * batch.mask_BT)
     kind = jax.devices()[0].device_kind
     peak = next((p for k, p in _PEAKS.items() if k in kind), None)
     impl = fused_attention(config, jnp.dtype(dtype)) or "einsum"

@@ -42,6 +42,9 @@ class TrainBatch:
     old_logp_BT: np.ndarray  # float32, sampler log-probs of targets_BT
     adv_B: np.ndarray  # float32
     positions_BT: np.ndarray  # int32
+    # int32 (B, K): per row the positions t with mask_BT 1, in order, then -1 (padding slots,
+    # which carry no loss). The update computes vocabulary logits at these K slots only.
+    loss_index_BK: np.ndarray
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -113,6 +116,26 @@ def bucket_length(n: int, minimum: int = 64, maximum: int = 8192) -> int:
     return b
 
 
+def loss_index(mask_BT: np.ndarray, slots: int | None = None) -> np.ndarray:
+    """The (B, K) loss positions of a mask: row b's positions with mask 1 in order, then -1.
+
+    K is `slots`, or by default the largest count over rows rounded up to a bucket (as lengths,
+    bucket_length; at least 1) and capped at T, so batches compile to a handful of shapes."""
+    mask_BT = np.asarray(mask_BT)
+    B, T = mask_BT.shape
+    counts_B = (mask_BT != 0).sum(axis=1)
+    most = int(counts_B.max()) if B else 0
+    if slots is None:
+        slots = min(bucket_length(max(most, 1), maximum=max(T, 1)), T) if T else 1
+    if slots < most:
+        raise ValueError(f"loss_index: {slots} slots but a row has {most} loss positions")
+    index_BK = np.full((B, max(slots, 1)), -1, np.int32)
+    for b in range(B):
+        at = np.flatnonzero(mask_BT[b])
+        index_BK[b, : len(at)] = at
+    return index_BK
+
+
 def pack(samples: Sequence[Sample], *, micro_batch: int, pad_id: int, max_len: int = 8192) -> list[TrainBatch]:
     """Group samples by bucket length into batches whose size is a multiple of micro_batch."""
     by_len: dict[int, list[Sample]] = {}
@@ -134,5 +157,5 @@ def pack(samples: Sequence[Sample], *, micro_batch: int, pad_id: int, max_len: i
             old[b, : n - 1] = s.logprobs[1:]
             adv[b] = s.advantage
         positions = np.broadcast_to(np.arange(T, dtype=np.int32), (B, T)).copy()
-        batches.append(TrainBatch(tokens, targets, mask, old, adv, positions))
+        batches.append(TrainBatch(tokens, targets, mask, old, adv, positions, loss_index(mask)))
     return batches

@@ -94,8 +94,9 @@ def align_batches(batches: list[TrainBatch], rows_multiple: int, pad_id: int) ->
 
     Every process packs its own samples; a bucket length that any process has becomes a batch on
     all of them (rows of padding where a process has none of that length), each padded to the
-    largest process's row count, rounded up to rows_multiple. Padding rows carry no loss, so the
-    update equals the one over every process's samples packed together.
+    largest process's row count, rounded up to rows_multiple, and to the largest process's number
+    of loss slots (loss_index_BK's K). Padding rows and slots carry no loss, so the update equals
+    the one over every process's samples packed together.
     """
     mine = {b.tokens_BT.shape[1]: b for b in batches}
     if len(mine) > _MAX_BUCKETS:
@@ -103,23 +104,26 @@ def align_batches(batches: list[TrainBatch], rows_multiple: int, pad_id: int) ->
     lengths_K = np.full((1, _MAX_BUCKETS), -1, np.int64)
     lengths_K[0, :len(mine)] = sorted(mine)
     union = sorted(set(gather_rows(lengths_K).reshape(-1).tolist()) - {-1})
-    counts_K = np.asarray([[len(mine[T].adv_B) if T in mine else 0 for T in union]], np.int64)
-    most_K = gather_rows(counts_K).max(axis=0)
-    return [_pad_rows(mine.get(T), -(-int(rows) // rows_multiple) * rows_multiple, T, pad_id)
-            for T, rows in zip(union, most_K)]
+    # per bucket length: (rows, loss slots) on this process, then the largest of each over processes
+    sizes_1L2 = np.asarray([[(len(mine[T].adv_B), mine[T].loss_index_BK.shape[1]) if T in mine else (0, 0)
+                             for T in union]], np.int64).reshape(1, -1)
+    most_L2 = gather_rows(sizes_1L2).max(axis=0).reshape(-1, 2)
+    return [_pad_rows(mine.get(T), -(-int(rows) // rows_multiple) * rows_multiple, T, pad_id, max(int(slots), 1))
+            for T, (rows, slots) in zip(union, most_L2)]
 
 
 _MAX_BUCKETS = 64
 
 
-def _pad_rows(batch: TrainBatch | None, rows: int, T: int, pad_id: int) -> TrainBatch:
-    """`batch` (or no rows at all) padded with loss-free rows to `rows` rows of length T."""
+def _pad_rows(batch: TrainBatch | None, rows: int, T: int, pad_id: int, slots: int) -> TrainBatch:
+    """`batch` (or no rows at all) padded with loss-free rows to `rows` rows of length T and
+    with padding slots (-1) to `slots` loss slots."""
 
     def padded(name: str, value, dtype, shape):
         out = np.full(shape, value, dtype)
         if batch is not None:
             a = getattr(batch, name)
-            out[: len(a)] = a
+            out[tuple(slice(0, n) for n in a.shape)] = a
         return out
 
     return TrainBatch(
@@ -129,6 +133,7 @@ def _pad_rows(batch: TrainBatch | None, rows: int, T: int, pad_id: int) -> Train
         padded("old_logp_BT", 0.0, np.float32, (rows, T)),
         padded("adv_B", 0.0, np.float32, (rows,)),
         np.broadcast_to(np.arange(T, dtype=np.int32), (rows, T)).copy(),
+        padded("loss_index_BK", -1, np.int32, (rows, slots)),
     )
 
 

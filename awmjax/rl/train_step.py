@@ -2,8 +2,9 @@
 
 Gradients are accumulated over micro-batches with `lax.scan`, each micro-batch's loss
 weighted by its share of the batch's loss tokens, so the result is the token mean over
-the whole batch whatever the micro-batch size. The optimizer is optax (global-norm
-clipping, then AdamW with linear warmup).
+the whole batch whatever the micro-batch size. Vocabulary logits are computed only at the
+loss positions (TrainBatch.loss_index_BK), not at every position. The optimizer is optax
+(global-norm clipping, then AdamW with linear warmup).
 """
 
 from __future__ import annotations
@@ -118,13 +119,62 @@ def default_query_chunk() -> int:
 
 
 def token_logprobs(graphdef, params, tokens_BT, positions_BT, targets_BT,
-                   query_chunk: int | None = None) -> tuple[jax.Array, jax.Array]:
+                   query_chunk: int | None = None, index_BK: jax.Array | None = None
+                   ) -> tuple[jax.Array, jax.Array]:
     """Log-probabilities of the targets and the entropy per position (query_chunk: None picks
-    default_query_chunk(), 0 is one attention block)."""
+    default_query_chunk(), 0 is one attention block).
+
+    With index_BK (B, K) of positions in [0, T), only those positions are projected onto the
+    vocabulary: the results are (B, K), the values at those positions (the full (B, T, V)
+    logits are the largest tensor of the update, and the loss needs only its loss positions)."""
     model = nnx.merge(graphdef, params)
     chunk = default_query_chunk() if query_chunk is None else query_chunk
     h_BTD, _ = model.hidden(tokens_BT, positions_BT, query_chunk=chunk or None)
+    if index_BK is not None:
+        h_BTD = jnp.take_along_axis(h_BTD, index_BK[..., None], axis=1)
+        targets_BT = jnp.take_along_axis(targets_BT, index_BK, axis=1)
     return target_logprobs(model.logits(h_BTD), targets_BT)
+
+
+def batch_arrays(batch: TrainBatch) -> dict:
+    """A batch's arrays by the names the loss reads (the train step splits each into micro-batches by rows)."""
+    return {
+        "tokens": batch.tokens_BT, "targets": batch.targets_BT, "mask": batch.mask_BT,
+        "old_logp": batch.old_logp_BT, "adv": batch.adv_B, "positions": batch.positions_BT,
+        "index": batch.loss_index_BK,
+    }
+
+
+def loss_slots(mb: dict) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(index_BK, old_logp_BK, mask_BK) at the loss slots of `batch_arrays` rows: slot k of row b
+    is position index[b, k]. Padding slots (-1) read position 0 with mask 0, so they carry no
+    loss and count no token even where position 0 itself is a loss position."""
+    valid_BK = mb["index"] >= 0
+    index_BK = jnp.where(valid_BK, mb["index"], 0)
+    mask_BK = jnp.take_along_axis(mb["mask"], index_BK, axis=1) * valid_BK
+    old_BK = jnp.take_along_axis(mb["old_logp"], index_BK, axis=1)
+    return index_BK, old_BK, mask_BK
+
+
+def make_micro_loss(graphdef, optim: OptimConfig, grpo: GRPOConfig, query_chunk: int | None = None):
+    """micro_loss(params, ref_params, mb, total_tokens) -> (loss * weight, metrics * weight): one
+    micro-batch's GRPO loss (mb from `batch_arrays`), weighted by its share of the total_tokens
+    loss tokens. Vocabulary logits are computed at the loss slots only (loss_index_BK)."""
+
+    def micro_loss(params, ref_params, mb: dict, total_tokens):
+        index_BK, old_BK, mask_BK = loss_slots(mb)
+        logp_BK, entropy_BK = token_logprobs(graphdef, optim.freeze(params), mb["tokens"], mb["positions"],
+                                             mb["targets"], query_chunk, index_BK)
+        ref_BK = None
+        if ref_params is not None:
+            ref_BK, _ = token_logprobs(graphdef, jax.lax.stop_gradient(ref_params), mb["tokens"], mb["positions"],
+                                       mb["targets"], query_chunk, index_BK)
+        loss, metrics = policy_loss(logp_BK, old_BK, mb["adv"], mask_BK, grpo, ref_logp_BT=ref_BK)
+        weight = metrics["tokens"] / jnp.maximum(total_tokens, 1.0)
+        metrics["entropy"] = (entropy_BK * mask_BK).sum() / jnp.maximum(mask_BK.sum(), 1.0)
+        return loss * weight, jax.tree.map(lambda m: m * weight, metrics)
+
+    return micro_loss
 
 
 def make_train_step(graphdef, optim: OptimConfig, grpo: GRPOConfig, micro_batch: int,
@@ -144,31 +194,18 @@ def make_train_step(graphdef, optim: OptimConfig, grpo: GRPOConfig, micro_batch:
     def on_mesh(tree, shardings):
         return tree if mesh is None else jax.lax.with_sharding_constraint(tree, shardings)
 
-    def micro_loss(params, ref_params, mb: dict, total_tokens):
-        logp_BT, entropy_BT = token_logprobs(graphdef, optim.freeze(params), mb["tokens"], mb["positions"], mb["targets"],
-                                             query_chunk)
-        ref_BT = None
-        if ref_params is not None:
-            ref_BT, _ = token_logprobs(graphdef, jax.lax.stop_gradient(ref_params), mb["tokens"], mb["positions"],
-                                       mb["targets"], query_chunk)
-        loss, metrics = policy_loss(logp_BT, mb["old_logp"], mb["adv"], mb["mask"], grpo, ref_logp_BT=ref_BT)
-        weight = metrics["tokens"] / jnp.maximum(total_tokens, 1.0)
-        metrics["entropy"] = (entropy_BT * mb["mask"]).sum() / jnp.maximum(mb["mask"].sum(), 1.0)
-        return loss * weight, jax.tree.map(lambda m: m * weight, metrics)
+    micro_loss = make_micro_loss(graphdef, optim, grpo, query_chunk)
 
     def train_step(state: TrainState, batch: TrainBatch) -> tuple[TrainState, dict]:
         B, T = batch.tokens_BT.shape
         M = B // micro_batch
-        arrays = {
-            "tokens": batch.tokens_BT, "targets": batch.targets_BT, "mask": batch.mask_BT,
-            "old_logp": batch.old_logp_BT, "adv": batch.adv_B, "positions": batch.positions_BT,
-        }
+        arrays = batch_arrays(batch)
         # Micro-batch m takes rows m, M + m, 2M + m, ...: a row-sharded batch splits into
         # row-sharded micro-batches with no data movement.
         mbs = jax.tree.map(lambda a: a.reshape((micro_batch, M) + a.shape[1:]).swapaxes(0, 1), arrays)
         if mesh is not None:
             mbs = jax.tree.map(lambda a: on_mesh(a, NamedSharding(mesh, PartitionSpec(None, batch_axes(mesh, rules)))), mbs)
-        total_tokens = batch.mask_BT.sum()
+        total_tokens = loss_slots(arrays)[2].sum()
         grad_fn = jax.grad(micro_loss, has_aux=True)
 
         param_shardings = None if mesh is None else tree_shardings(state.params, mesh, rules)
@@ -206,6 +243,6 @@ def make_train_step(graphdef, optim: OptimConfig, grpo: GRPOConfig, micro_batch:
 
 jax.tree_util.register_dataclass(
     TrainBatch,
-    data_fields=["tokens_BT", "targets_BT", "mask_BT", "old_logp_BT", "adv_B", "positions_BT"],
+    data_fields=["tokens_BT", "targets_BT", "mask_BT", "old_logp_BT", "adv_B", "positions_BT", "loss_index_BK"],
     meta_fields=[],
 )

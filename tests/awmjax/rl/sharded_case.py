@@ -51,7 +51,8 @@ def run(mesh=None, rows: slice = slice(None)) -> dict[str, np.ndarray]:
     step = make_train_step(graphdef, optim, GRPOConfig(kl_coef=0.05), MICRO_BATCH, mesh=mesh)
     full = case_batch()
     batch = TrainBatch(*(a[rows] for a in (full.tokens_BT, full.targets_BT, full.mask_BT,
-                                           full.old_logp_BT, full.adv_B, full.positions_BT)))
+                                           full.old_logp_BT, full.adv_B, full.positions_BT,
+                                           full.loss_index_BK)))
     if mesh is not None:
         state = shard_state(state, mesh)
         batch = place_batch(batch, mesh)
