@@ -4,9 +4,9 @@ Each task's gold call sequence is played through the same rollout code as RL
 (`run_episodes` with a `ScriptedPolicy` that writes the gold turns), so the tool
 responses the model trains on are the pool's real observations, rendered by the same
 chat format, on the same tool surface. Only episodes the code check judges complete
-are kept. The assistant turns are phrased in varied ways (a short preface before a
-call or none, several forms of the final answer), so the model learns the calls, not
-one template. Samples follow the RL history limit: each assistant turn is trained in
+are kept. The final answers are phrased in varied ways (several forms of each), so the
+model learns the calls and answers, not one template; every variant of a kind of turn
+starts with the same token (see WRITE_FINALS). Samples follow the RL history limit: each assistant turn is trained in
 the context the policy would have seen (`samples_from_episode`); where that context is
 a prefix of the next turn's (the window did not cut anything), the two samples are
 merged into one sequence with both turns trainable, which computes the same loss on
@@ -36,31 +36,27 @@ from awmjax.sampler import Generation
 from awmjax.sampling import SamplingConfig
 from awmjax.toolcall import LIST_TOOLS, format_mcp_call, format_tool_call
 
-# Phrasings of the assistant's turns; the gold calls and answers are never changed.
-CALL_PREFACES = ("", "", "", "Let me look that up.", "I'll check that first.", "Next, I'll make the call.",
-                 "Let me find the details.", "I'll use the tools for this.")
-WRITE_FINALS = ("Done.", "All set: the change is made.", "I've taken care of that.", "The task is complete.",
-                "That's done for you.")
-READ_FINALS = ("{answer}", "Here is what I found: {answer}", "{answer} Let me know if you need anything else.",
-               "According to the records, {answer}")
+# Phrasings of the assistant's final turn; the gold calls and answers are never changed.
+# Every variant of one kind of turn starts with the same token (a call with "<tool_call>", a
+# write's answer with "Done", a read's answer with the answer itself), and the variety comes
+# after it. Under greedy decoding the first token decides "call again or answer": variants
+# that began differently would split the answer's probability between them, and a call
+# could then win the argmax with less total probability than the answer (measured: SFT
+# models with call prefaces kept calling tools after the answer was in hand).
+WRITE_FINALS = ("Done.", "Done: the change is made.", "Done, I've taken care of that.", "Done. The task is complete.",
+                "Done, that's taken care of for you.")
+READ_FINALS = ("{answer}", "{answer} Let me know if you need anything else.", "{answer} That is what the records show.")
 
 
 def gold_turns(task, surface: str, rng: random.Random) -> list[str]:
     """The assistant texts of one phrasing of a task's gold trajectory (calls, then the answer)."""
-    turns = []
-    if surface == "mcp":
-        turns.append(_with_preface(format_tool_call(LIST_TOOLS, {}), rng))
+    turns = [format_tool_call(LIST_TOOLS, {})] if surface == "mcp" else []
     for call in task.gold or ():
-        block = format_mcp_call(call.tool, call.arguments) if surface == "mcp" else format_tool_call(call.tool, call.arguments)
-        turns.append(_with_preface(block, rng))
+        turns.append(format_mcp_call(call.tool, call.arguments) if surface == "mcp"
+                     else format_tool_call(call.tool, call.arguments))
     finals = READ_FINALS if task.answer else WRITE_FINALS
     turns.append(rng.choice(finals).format(answer=task.answer or ""))
     return turns
-
-
-def _with_preface(block: str, rng: random.Random) -> str:
-    preface = rng.choice(CALL_PREFACES)
-    return f"{preface}\n{block}" if preface else block
 
 
 class ScriptedPolicy:

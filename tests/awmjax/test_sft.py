@@ -46,6 +46,17 @@ def test_gold_episodes_run_in_the_pool_and_complete(episodes):
         assert len(tool_turns) == len(task.gold) and all(m["content"] for m in tool_turns)
 
 
+def test_variants_of_a_turn_share_their_first_token(episodes, tokenizer):
+    # Greedy decoding picks "call again or answer" at the turn's first token: phrasings of one kind
+    # of turn that started differently would split its probability and let the other kind win.
+    assert len({tokenizer.encode(f, allow_special=False)[0] for f in WRITE_FINALS}) == 1
+    assert all(f.startswith("{answer}") for f in READ_FINALS) and len(set(WRITE_FINALS)) > 1 < len(set(READ_FINALS))
+    _, eps, _ = episodes
+    for e in eps:
+        texts = [m["content"] for m in e.conversation.messages() if m["role"] == "assistant"]
+        assert all(t.startswith("<tool_call>") for t in texts[:-1]) and not texts[-1].startswith("<")
+
+
 def test_only_assistant_turns_are_trainable_and_the_history_limit_holds(episodes, tokenizer):
     _, eps, _ = episodes
     e = next(x for x in eps if x.task_id == "buy-lamps")  # two calls and an answer: three assistant turns
