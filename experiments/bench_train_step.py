@@ -8,6 +8,7 @@ temporary directory, then from_pretrained), with torch.optim.AdamW. Both sides a
 measured in the same run, one after the other; the table reports the median step.
 
     python experiments/bench_train_step.py --batch 4 --seq 512 --micro-batch 4 2
+    python experiments/bench_train_step.py --batch 4 --seq 512 --micro-batch 4 2 --isolate   # a process per side
     python experiments/bench_train_step.py --gpu-mfu   # Qwen3-0.6B-shaped, random weights
 
 --gpu-mfu reports the model FLOPs utilization of the awmjax update on a GPU:
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import statistics
 import tempfile
 import time
@@ -141,6 +143,34 @@ def time_torch(hf_dir: str, batch: TrainBatch, micro_batch: int, steps: int, war
     return Timing("torch", micro_batch, statistics.median(times), first, loss)
 
 
+def isolated_comparison(args) -> None:
+    """Each (side, micro-batch) measured in a fresh process of this script, the sides
+    alternating, then one table: neither side runs in a process the other has used (its
+    thread pools, allocator and page cache state), which otherwise moved the torch step by up
+    to 30% between runs."""
+    import subprocess
+    import sys
+
+    rows: list[Timing] = []
+    loss_tokens = 0
+    for mb in args.micro_batch:
+        for side in ("awmjax", "torch"):
+            cmd = [sys.executable, __file__, "--batch", str(args.batch), "--seq", str(args.seq), "--micro-batch", str(mb),
+                   "--steps", str(args.steps), "--warmup", str(args.warmup), "--side", side, "--emit-json",
+                   "--query-chunk", *map(str, args.query_chunk)]
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            for line in out.splitlines():
+                if line.startswith("{"):
+                    doc = json.loads(line)
+                    loss_tokens = doc.pop("loss_tokens")
+                    rows.append(Timing(**doc))
+                    print(f"  {rows[-1].side} mb={mb}: {rows[-1].step_s:.2f} s/step (own process)", flush=True)
+    import torch
+
+    print_table(args, rows, loss_tokens, f"torch {torch.__version__} with {torch.get_num_threads()} threads; "
+                                         "each side in its own process")
+
+
 def cpu_comparison(args) -> None:
     import torch
     from flax import nnx
@@ -170,9 +200,18 @@ def cpu_comparison(args) -> None:
                 rows.append(time_torch(str(hf_dir), batch, mb, args.steps, args.warmup))
                 print(f"  torch  mb={mb}: {rows[-1].step_s:.2f} s/step", flush=True)
 
+    if args.emit_json:
+        for r in rows:
+            print(json.dumps({**dataclasses.asdict(r), "loss_tokens": loss_tokens}))
+        return
+    print_table(args, rows, loss_tokens, f"torch {torch.__version__} with {torch.get_num_threads()} threads")
+
+
+def print_table(args, rows: list[Timing], loss_tokens: int, torch_note: str) -> None:
+    """The comparison table: per micro-batch, each awmjax row against the torch row."""
+    B, T = args.batch, args.seq
     print(f"\nSmolLM2-135M float32, GRPO update on CPU ({jax.device_count()} x "
-          f"{jax.devices()[0].platform}; jax {jax.__version__}, torch {torch.__version__} "
-          f"with {torch.get_num_threads()} threads); median of {args.steps} steps after "
+          f"{jax.devices()[0].platform}; jax {jax.__version__}, {torch_note}); median of {args.steps} steps after "
           f"{args.warmup} warm-up\n")
     head = (f"{'batch (BxT)':>12}{'micro':>7}{'chunk':>7}{'loss tok':>10}{'awmjax tok/s':>14}{'torch tok/s':>13}"
             f"{'ratio':>8}{'jax step s':>12}{'torch step s':>14}{'jax compile s':>15}")
@@ -215,7 +254,11 @@ def gpu_mfu(args) -> None:
     # QK^T and PV each 2 * T * heads * head_dim FLOPs forward at full T, halved by the mask
     attn_per_token = 3 * 2 * 2 * config.num_layers * config.num_heads * config.head_dim * T / 2
     batch = make_batch(B, T, config.vocab_size)
-    batch = dataclasses.replace(batch, old_logp_BT=-2.0 * batch.mask_BT)
+    # loss at every position (a full-history sample): the update then projects every position
+    # onto the vocabulary, so 6 * N * tokens counts the FLOPs it really does
+    mask = np.zeros((B, T), np.float32)
+    mask[:, : T - 1] = 1.0
+    batch = dataclasses.replace(batch, mask_BT=mask, old_logp_BT=-2.0 * mask, loss_index_BK=loss_index(mask))
     kind = jax.devices()[0].device_kind
     peak = next((p for k, p in _PEAKS.items() if k in kind), None)
     impl = fused_attention(config, jnp.dtype(dtype)) or "einsum"
@@ -254,6 +297,9 @@ def main() -> None:
     ap.add_argument("--side", choices=("both", "awmjax", "torch"), default="both")
     ap.add_argument("--query-chunk", type=int, nargs="+", default=[0, 128],
                     help="awmjax attention query chunks to time on the CPU (0: one block)")
+    ap.add_argument("--isolate", action="store_true",
+                    help="measure each side and micro-batch in its own fresh process (sides alternating)")
+    ap.add_argument("--emit-json", action="store_true", help=argparse.SUPPRESS)  # a child of --isolate
     ap.add_argument("--gpu-mfu", action="store_true", help="MFU of a Qwen3-0.6B-shaped update on a GPU")
     ap.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16",
                     help="compute dtype for --gpu-mfu (the CPU comparison is always float32)")
@@ -266,6 +312,8 @@ def main() -> None:
     args.micro_batch = args.micro_batch or [args.batch]
     if args.gpu_mfu:
         gpu_mfu(args)
+    elif args.isolate:
+        isolated_comparison(args)
     else:
         cpu_comparison(args)
 
