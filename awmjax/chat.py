@@ -97,7 +97,6 @@ def validate_tools(tools: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-TOOL_SCHEMAS = ("full", "lean", "brief")
 # JSON-Schema keywords that only constrain values: the pool still validates arguments with
 # them, but a "lean" listing leaves them out of the prompt (types, enums, required remain)
 _VALUE_CONSTRAINTS = frozenset({
@@ -157,6 +156,11 @@ def brief_tools(tools: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                     "parameters": {k: brief_type(v) for k, v in (params.get("properties") or {}).items()},
                     "required": list(params.get("required") or [])})
     return out
+
+
+# the direct surface's tool listings besides "full" (the OpenAI specs as they are)
+_LISTINGS = {"lean": lean_tools, "brief": brief_tools}
+TOOL_SCHEMAS = ("full", *_LISTINGS)
 
 
 def surface_tools(tools: Sequence[Mapping[str, Any]], surface: str) -> list[dict[str, Any]]:
@@ -315,9 +319,8 @@ class Conversation:
         self.config = config
         self.tools = validate_tools(tools)
         self.visible_tools = surface_tools(self.tools, config.surface)
-        if config.surface == "direct" and config.tool_schema != "full":
-            listing = lean_tools if config.tool_schema == "lean" else brief_tools
-            self.visible_tools = listing(self.visible_tools)
+        if config.surface == "direct" and config.tool_schema in _LISTINGS:
+            self.visible_tools = _LISTINGS[config.tool_schema](self.visible_tools)
         self._ids: list[int] = []
         self._mask: list[int] = []
         self._logprobs: list[float] = []

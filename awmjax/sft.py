@@ -284,6 +284,7 @@ def make_sft_step(graphdef, optim, micro_rows: int = 1, query_chunk: int | None 
     import optax
     from flax import nnx
 
+    from awmjax.rl.logprobs import target_logprobs
     from awmjax.rl.train_step import TrainState
 
     # the transformation sees only the trainable leaves (a list): its weight-decay mask,
@@ -298,8 +299,7 @@ def make_sft_step(graphdef, optim, micro_rows: int = 1, query_chunk: int | None 
             h_BTD, _ = model.hidden(mb["tokens"], mb["positions"], segment_ids_BT=mb["segments"],
                                     query_chunk=query_chunk)
             h_BKD = jnp.take_along_axis(h_BTD, mb["index"][..., None], axis=1)
-            logp_BKV = jax.nn.log_softmax(model.logits(h_BKD), axis=-1)
-            logp_BK = jnp.take_along_axis(logp_BKV, mb["target"][..., None], axis=-1)[..., 0]
+            logp_BK, _ = target_logprobs(model.logits(h_BKD), mb["target"])
             return -(logp_BK * mb["weight"]).sum() / jnp.maximum(total, 1.0)
 
         R = arrays["tokens"].shape[0]

@@ -53,7 +53,3 @@ def rotate(x_BTNH: jax.Array, cos_BT1P: jax.Array, sin_BT1P: jax.Array) -> jax.A
                                axis=-1)
     return out_BTNH.astype(x_BTNH.dtype)
 
-
-def apply_rope(x_BTNH: jax.Array, positions_BT: jax.Array, inv_freq_P: np.ndarray) -> jax.Array:
-    """Rotate each head's (first half, second half) pairs by position * frequency."""
-    return rotate(x_BTNH, *rope_tables(positions_BT, inv_freq_P))
