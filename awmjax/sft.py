@@ -168,6 +168,11 @@ class SFTSection:
     # attention in query chunks of this many tokens (the masked upper triangle is skipped and the
     # scores stay in cache: ~2.5x faster updates on a CPU); 0: one (T, T) block per row
     query_chunk: int = 128
+    # with [optim] train_top_layers, the frozen layers' output is computed once per row and every
+    # epoch runs only the top layers from it (rows x row_tokens x hidden float32 held in memory;
+    # over feature_cache_gib the update runs the whole model instead)
+    feature_cache: bool = True
+    feature_cache_gib: float = 4.0
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch < 1 or self.phrasings < 1 or self.max_tasks < 0 or self.row_tokens < 64:
@@ -176,6 +181,8 @@ class SFTSection:
             raise ValueError("[sft] query_chunk must be >= 0 (0: no chunks)")
         if self.learning_rate <= 0 or self.warmup_steps < 0:
             raise ValueError("[sft] learning_rate must be > 0 and warmup_steps >= 0")
+        if self.feature_cache_gib < 0:
+            raise ValueError("[sft] feature_cache_gib must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -270,10 +277,14 @@ def sft_state(model, optim) -> tuple[Any, Any]:
     return graphdef, TrainState(params, optim.make().init(train), jnp.zeros((), jnp.int32), None)
 
 
-def make_sft_step(graphdef, optim, micro_rows: int = 1, query_chunk: int | None = None):
+def make_sft_step(graphdef, optim, micro_rows: int = 1, query_chunk: int | None = None,
+                  from_layer: int | None = None):
     """The jitted SFT update: token-mean negative log-likelihood over a batch of packed rows,
     gradients accumulated over micro-batches of `micro_rows` rows (bounded activation memory).
     Returns step(state, arrays) -> (state, metrics); state comes from `sft_state`.
+
+    With `from_layer`, the rows carry "features" (the residual stream entering that layer, from
+    `frozen_features`) instead of running the frozen layers below it on every update.
 
     Gradients are taken with respect to the trainable leaves only (the frozen ones are constants
     of the loss, so no backward pass runs below the lowest trainable layer and no zero gradients
@@ -296,8 +307,13 @@ def make_sft_step(graphdef, optim, micro_rows: int = 1, query_chunk: int | None 
 
         def micro_loss(train, mb, total):
             model = nnx.merge(graphdef, join(train))
-            h_BTD, _ = model.hidden(mb["tokens"], mb["positions"], segment_ids_BT=mb["segments"],
-                                    query_chunk=query_chunk)
+            if from_layer is None:
+                h_BTD, _ = model.hidden(mb["tokens"], mb["positions"], segment_ids_BT=mb["segments"],
+                                        query_chunk=query_chunk)
+            else:
+                x_BTD = model.run_layers(mb["features"], mb["positions"], from_layer, len(model.layers),
+                                         segment_ids_BT=mb["segments"], query_chunk=query_chunk)
+                h_BTD = model.final_norm(x_BTD)
             h_BKD = jnp.take_along_axis(h_BTD, mb["index"][..., None], axis=1)
             logp_BK, _ = target_logprobs(model.logits(h_BKD), mb["target"])
             return -(logp_BK * mb["weight"]).sum() / jnp.maximum(total, 1.0)
@@ -321,26 +337,61 @@ def make_sft_step(graphdef, optim, micro_rows: int = 1, query_chunk: int | None 
     return jax.jit(step, donate_argnums=0)
 
 
-def sft_updates(rows: PackedRows, batch: int, epochs: int, seed: int) -> list[dict[str, np.ndarray]]:
-    """The updates of a run: per epoch the rows shuffled, `batch` rows per update (the last one
-    padded with empty rows so every update has one shape)."""
+def sft_plan(n_rows: int, batch: int, epochs: int, seed: int) -> list[np.ndarray]:
+    """The updates of a run as row numbers: per epoch the rows shuffled, `batch` rows per update
+    (the last one filled with -1, empty rows, so every update has one shape)."""
     out = []
     for epoch in range(epochs):
-        order = np.random.default_rng([seed, epoch]).permutation(rows.rows)
+        order = np.random.default_rng([seed, epoch]).permutation(n_rows)
         for start in range(0, len(order), batch):
             take = order[start : start + batch]
-            pick = np.concatenate([take, np.full(batch - len(take), -1)]).astype(np.int64)
-            real = pick >= 0
-            idx = np.where(real, pick, 0)
+            out.append(np.concatenate([take, np.full(batch - len(take), -1)]).astype(np.int64))
+    return out
 
-            def rows_of(a, fill=0):
-                x = a[idx].copy()
-                x[~real] = fill
-                return x
 
-            out.append({"tokens": rows_of(rows.tokens_RT), "positions": rows_of(rows.positions_RT),
-                        "segments": rows_of(rows.segments_RT), "index": rows_of(rows.loss_index_RK),
-                        "target": rows_of(rows.loss_target_RK), "weight": rows_of(rows.loss_weight_RK, 0.0)})
+def update_arrays(rows: PackedRows, pick: np.ndarray, features_RTD: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The arrays of one update: rows `pick` (-1: an empty row, all padding, no loss)."""
+    real = pick >= 0
+    idx = np.where(real, pick, 0)
+
+    def rows_of(a, fill=0):
+        x = a[idx].copy()
+        x[~real] = fill
+        return x
+
+    out = {"tokens": rows_of(rows.tokens_RT), "positions": rows_of(rows.positions_RT),
+           "segments": rows_of(rows.segments_RT), "index": rows_of(rows.loss_index_RK),
+           "target": rows_of(rows.loss_target_RK), "weight": rows_of(rows.loss_weight_RK, 0.0)}
+    if features_RTD is not None:
+        out["features"] = rows_of(features_RTD, 0.0)
+    return out
+
+
+def sft_updates(rows: PackedRows, batch: int, epochs: int, seed: int) -> list[dict[str, np.ndarray]]:
+    """Every update's arrays of a run (`sft_plan`, materialized)."""
+    return [update_arrays(rows, pick) for pick in sft_plan(rows.rows, batch, epochs, seed)]
+
+
+def frozen_features(graphdef, params, rows: PackedRows, stop: int, query_chunk: int | None = None,
+                    progress: bool = False) -> np.ndarray:
+    """The residual stream entering layer `stop` for every packed row, (R, T, D) in the compute dtype: what
+    the frozen layers below the trainable ones compute, once for the whole run (their weights do
+    not change, so every epoch would compute exactly this again)."""
+    import jax
+    from flax import nnx
+    from tqdm import tqdm
+
+    @jax.jit
+    def run(params, tokens_T, positions_T, segments_T):
+        model = nnx.merge(graphdef, params)
+        x = model.run_layers(model.embed_tokens(tokens_T[None]), positions_T[None], 0, stop,
+                             segment_ids_BT=segments_T[None], query_chunk=query_chunk)
+        return x[0]
+
+    config = nnx.merge(graphdef, params).config
+    out = np.zeros(rows.tokens_RT.shape + (config.hidden_size,), jax.numpy.dtype(config.dtype))
+    for r in tqdm(range(rows.rows), desc="frozen layers", unit="row", disable=not progress, dynamic_ncols=True):
+        out[r] = np.asarray(run(params, rows.tokens_RT[r], rows.positions_RT[r], rows.segments_RT[r]))
     return out
 
 
@@ -377,16 +428,22 @@ def run_sft(cfg, *, progress: bool = True, out: str | os.PathLike | None = None)
     too_long = [x for x in samples if len(x.ids) > s.row_tokens]
     dropped["samples_too_long"] = len(too_long)
     rows = pack_rows([x for x in samples if len(x.ids) <= s.row_tokens], s.row_tokens, tok.pad_id)
-    plan = sft_updates(rows, s.batch, s.epochs, t.seed)
+    plan = sft_plan(rows.rows, s.batch, s.epochs, t.seed)
     optim = OptimConfig(learning_rate=s.learning_rate, warmup_steps=s.warmup_steps, max_grad_norm=cfg.optim.max_grad_norm,
                         weight_decay=cfg.optim.weight_decay, train_top_layers=cfg.optim.train_top_layers)
     graphdef, state = sft_state(model, optim)
-    step_fn = make_sft_step(graphdef, optim, query_chunk=s.query_chunk or None)
+    from_layer, features, t_features = _feature_cache_layer(model_cfg, cfg.optim, s, rows), None, 0.0
+    if from_layer is not None:
+        t0 = time.perf_counter()
+        features = frozen_features(graphdef, state.params, rows, from_layer, s.query_chunk or None, progress)
+        t_features = time.perf_counter() - t0
+    step_fn = make_sft_step(graphdef, optim, query_chunk=s.query_chunk or None, from_layer=from_layer)
     metrics_path = run_dir / "metrics.jsonl"
     metrics_path.unlink(missing_ok=True)
     tokens_total, t_train = 0, time.perf_counter()
     bar = tqdm(plan, desc="sft", unit="step", disable=not progress, dynamic_ncols=True)
-    for i, arrays in enumerate(bar):
+    for i, pick in enumerate(bar):
+        arrays = update_arrays(rows, pick, features)
         t_step = time.perf_counter()
         state, m = step_fn(state, arrays)
         m = {k: float(v) for k, v in jax.device_get(m).items()}
@@ -399,10 +456,22 @@ def run_sft(cfg, *, progress: bool = True, out: str | os.PathLike | None = None)
     save_policy(nnx.merge(graphdef, state.params), model_cfg, tok, run_dir / "policy")
     summary = {"gold_episodes": len(episodes), "dropped": dropped, "samples": len(samples), "rows": rows.rows,
                "updates": len(plan),
-               "train_tokens": tokens_total, "data_seconds": data_seconds,
-               "train_seconds": time.perf_counter() - t_train}
+               "train_tokens": tokens_total, "data_seconds": data_seconds, "feature_cache_from_layer": from_layer,
+               "feature_seconds": t_features, "train_seconds": time.perf_counter() - t_train}
     write_atomic(run_dir / "summary.json", json.dumps(summary, indent=1))
     return run_dir
+
+
+def _feature_cache_layer(model_cfg, optim, sft: SFTSection, rows: PackedRows) -> int | None:
+    """The lowest trainable layer when the frozen layers' output is worth caching and fits the
+    [sft] memory bound, else None (the update then runs the whole model every time)."""
+    top = optim.train_top_layers
+    if not (sft.feature_cache and 0 < top < model_cfg.num_layers):
+        return None
+    import jax.numpy as jnp
+
+    nbytes = rows.tokens_RT.size * model_cfg.hidden_size * jnp.dtype(model_cfg.dtype).itemsize
+    return model_cfg.num_layers - top if nbytes <= sft.feature_cache_gib * 2**30 else None
 
 
 def _first_tasks(worlds: Sequence[Any], n: int) -> list[Any]:

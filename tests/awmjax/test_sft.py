@@ -9,8 +9,8 @@ from awmjax.policy import load_policy
 from awmjax.rl.batch import merge_prefix_samples, samples_from_episode
 from awmjax.rl.train_step import OptimConfig, init_state
 from awmjax.rollout import RolloutConfig
-from awmjax.sft import (READ_FINALS, WRITE_FINALS, gold_episodes, make_sft_step, pack_rows, sft_samples, sft_state,
-                        sft_updates)
+from awmjax.sft import (READ_FINALS, WRITE_FINALS, frozen_features, gold_episodes, make_sft_step, pack_rows, sft_plan,
+                        sft_samples, sft_state, sft_updates, update_arrays)
 from awmjax.tokenizer import Tokenizer
 from envgen.pool import Pool
 from tests.envgen.worlds import shop_world
@@ -248,3 +248,26 @@ def test_no_backward_pass_below_the_lowest_trainable_layer(episodes, tokenizer):
     assert forward_layer >= 9  # q, k, v, o, scores, values, gate, up, down
     assert dots(3, 1) - dots(2, 1) == forward_layer
     assert dots(3, 0) - dots(2, 0) > 2 * forward_layer
+
+
+def test_feature_cache_trains_the_same_weights(episodes, tokenizer):
+    """Updates that start from the frozen layers' cached output (`frozen_features`, computed once)
+    give the same losses and weights as updates that run the whole model every time; the cache
+    holds what the frozen layers compute, and changes when the frozen weights do (it can fail)."""
+    _, eps, _ = episodes
+    rows = pack_rows(sft_samples(eps, 3), 1024, tokenizer.pad_id)
+    optim = OptimConfig(learning_rate=3e-3, train_top_layers=1, weight_decay=0.1)
+    graphdef, state = sft_state(_tiny(tokenizer, 3), optim)
+    _, cached = sft_state(_tiny(tokenizer, 3), optim)  # the same weights, its own buffers (updates donate)
+    features = frozen_features(graphdef, state.params, rows, 2, query_chunk=128)
+    assert features.shape == rows.tokens_RT.shape + (nnx.merge(graphdef, state.params).config.hidden_size,)
+    full, from_cache = make_sft_step(graphdef, optim, query_chunk=128), make_sft_step(graphdef, optim, query_chunk=128,
+                                                                                          from_layer=2)
+    for pick in sft_plan(rows.rows, 1, 2, 0)[:4]:
+        state, m = full(state, update_arrays(rows, pick))
+        cached, mc = from_cache(cached, update_arrays(rows, pick, features))
+        np.testing.assert_allclose(float(mc["nll"]), float(m["nll"]), rtol=1e-5)
+    for got, want in zip(jax.tree.leaves(cached.params), jax.tree.leaves(state.params)):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)
+    other = jax.tree.map(lambda p: p * 1.5, state.params)  # frozen weights changed: the cache differs
+    assert not np.allclose(frozen_features(graphdef, other, rows, 2, query_chunk=128), features, atol=1e-3)
