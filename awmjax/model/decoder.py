@@ -8,6 +8,7 @@ from flax import nnx
 
 from awmjax.model.config import ModelConfig
 from awmjax.model.kv_cache import KVCache
+from awmjax.model.out_in import OutInWeights, linear_out_in
 from awmjax.model.rope import inv_frequencies, rope_tables, rotate
 from awmjax.model.sharding import constrain
 
@@ -60,19 +61,36 @@ class Attention(nnx.Module):
         # layout that transposes the weight on every call
         D, n, H = w_DNH.shape
         y = (x_BTD @ w_DNH.reshape(D, n * H)).reshape(*x_BTD.shape[:2], n, H)
-        if self.config.attention_bias:
-            y = y + getattr(self, f"{name}_bias").get_value().astype(dtype)
-        return y
+        return self._bias(y, name)
+
+    def _bias(self, y_BTnH, name: str):
+        if not self.config.attention_bias:
+            return y_BTnH
+        return y_BTnH + getattr(self, f"{name}_bias").get_value().astype(y_BTnH.dtype)
+
+    def _project_out_in(self, x_BTD, qkv_FD):
+        """q, k, v from the decode layout's concatenated (out, in) matrix (model/out_in.py)."""
+        c = self.config
+        B, T, _ = x_BTD.shape
+        qkv_BTF = linear_out_in(x_BTD, qkv_FD)
+        q, k, v = jnp.split(qkv_BTF, [c.num_heads * c.head_dim,
+                                      (c.num_heads + c.num_kv_heads) * c.head_dim], axis=-1)
+        return tuple(self._bias(y.reshape(B, T, -1, c.head_dim), name)
+                     for y, name in ((q, "q"), (k, "k"), (v, "v")))
 
     def __call__(self, x_BTD, rope_BT: tuple[jax.Array, jax.Array], layer: int, cache: KVCache | None,
                  segment_ids_BT: jax.Array | None, kv_len: int | None = None,
-                 query_chunk: int | None = None):
+                 query_chunk: int | None = None, out_in: OutInWeights | None = None):
         """rope_BT: the (cos, sin) tables of the tokens' positions (rope.rope_tables), computed
-        once per forward by Decoder.hidden rather than in every layer."""
+        once per forward by Decoder.hidden rather than in every layer. out_in: the decode
+        layout's weights (with a cache only), used in place of q/k/v/o_proj."""
         c = self.config
         B, T, _ = x_BTD.shape
         K, G = c.num_kv_heads, c.num_heads // c.num_kv_heads
-        q_BTNH, k_BTKH, v_BTKH = (self._project(x_BTD, n) for n in ("q", "k", "v"))
+        if out_in is None:
+            q_BTNH, k_BTKH, v_BTKH = (self._project(x_BTD, n) for n in ("q", "k", "v"))
+        else:
+            q_BTNH, k_BTKH, v_BTKH = self._project_out_in(x_BTD, out_in.qkv_FD[layer])
         if c.qk_norm:
             q_BTNH, k_BTKH = self.q_norm(q_BTNH), self.k_norm(k_BTKH)
         q_BTNH = rotate(q_BTNH, *rope_BT)
@@ -123,6 +141,8 @@ class Attention(nnx.Module):
         else:
             out_BTKGH = jnp.einsum("bkgts,bksh->btkgh", probs_BKGTS, values_BKSH)
         out_BTF = out_BTKGH.reshape(B, T, c.num_heads * c.head_dim)
+        if out_in is not None:
+            return linear_out_in(out_BTF, out_in.o_DF[layer]), cache
         o_FD = self.o_proj.get_value().astype(x_BTD.dtype).reshape(-1, c.hidden_size)
         out_BTD = out_BTF @ o_FD
         return out_BTD, cache
@@ -192,8 +212,13 @@ class MLP(nnx.Module):
         self.up_proj = _param(rngs, (D, F), ("embed", "mlp"), pdt)
         self.down_proj = _param(rngs, (F, D), ("mlp", "embed"), pdt)
 
-    def __call__(self, x_BTD: jax.Array) -> jax.Array:
+    def __call__(self, x_BTD: jax.Array, out_in: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
+        """out_in: the decode layout's (gate_up_ID, down_DI) of this layer, used in place of
+        the projections (model/out_in.py)."""
         dtype = x_BTD.dtype
+        if out_in is not None:
+            gate_BTF, up_BTF = jnp.split(linear_out_in(x_BTD, out_in[0]), 2, axis=-1)
+            return linear_out_in(jax.nn.silu(gate_BTF) * up_BTF, out_in[1])
         gate_BTF = x_BTD @ self.gate_proj.get_value().astype(dtype)
         up_BTF = x_BTD @ self.up_proj.get_value().astype(dtype)
         h_BTF = constrain(jax.nn.silu(gate_BTF) * up_BTF, ("batch", "length", "mlp"))
@@ -210,11 +235,13 @@ class Block(nnx.Module):
         self.post_attn_norm = RMSNorm(config.hidden_size, config.rms_norm_eps, "norm", pdt)
         self.mlp = MLP(config, rngs)
 
-    def __call__(self, x_BTD, rope_BT, layer, cache, segment_ids_BT, kv_len=None, query_chunk=None):
+    def __call__(self, x_BTD, rope_BT, layer, cache, segment_ids_BT, kv_len=None, query_chunk=None,
+                 out_in: OutInWeights | None = None):
         attn_BTD, cache = self.attn(self.input_norm(x_BTD), rope_BT, layer, cache,
-                                    segment_ids_BT, kv_len, query_chunk)
+                                    segment_ids_BT, kv_len, query_chunk, out_in)
         x_BTD = x_BTD + attn_BTD
-        x_BTD = x_BTD + self.mlp(self.post_attn_norm(x_BTD))
+        mlp_out_in = None if out_in is None else (out_in.gate_up_ID[layer], out_in.down_DI[layer])
+        x_BTD = x_BTD + self.mlp(self.post_attn_norm(x_BTD), mlp_out_in)
         return constrain(x_BTD, ("batch", "length", "embed")), cache
 
 
@@ -235,12 +262,15 @@ class Decoder(nnx.Module):
     def hidden(self, tokens_BT: jax.Array, positions_BT: jax.Array, *,
                cache: KVCache | None = None, segment_ids_BT: jax.Array | None = None,
                num_new_B: jax.Array | None = None, kv_len: int | None = None,
-               query_chunk: int | None = None) -> tuple[jax.Array, KVCache | None]:
+               query_chunk: int | None = None,
+               out_in: OutInWeights | None = None) -> tuple[jax.Array, KVCache | None]:
         """Final-normed hidden states (B, T, D) and the cache advanced by num_new_B (default T).
 
         With a cache, kv_len (a static bound on every row's length after this call) limits
-        attention to the cache's first kv_len slots. Without a cache and a fused attention,
-        query_chunk > 0 computes attention in query chunks of that many tokens (Attention._chunked)."""
+        attention to the cache's first kv_len slots, and out_in (the decode layout of
+        model/out_in.py, a few rows per call) replaces the layers' projection matrices.
+        Without a cache and a fused attention, query_chunk > 0 computes attention in query
+        chunks of that many tokens (Attention._chunked)."""
         x_BTD = self.embed_tokens(tokens_BT)
         if cache is None:
             x_BTD = self.run_layers(x_BTD, positions_BT, 0, len(self.layers), segment_ids_BT=segment_ids_BT,
@@ -248,7 +278,8 @@ class Decoder(nnx.Module):
             return self.final_norm(x_BTD), None
         rope_BT = rope_tables(positions_BT, inv_frequencies(self.config))  # once, for every layer
         for layer, block in enumerate(self.layers):
-            x_BTD, cache = block(x_BTD, rope_BT, layer, cache, segment_ids_BT, kv_len, query_chunk)
+            x_BTD, cache = block(x_BTD, rope_BT, layer, cache, segment_ids_BT, kv_len, query_chunk,
+                                 out_in)
         T = tokens_BT.shape[1]
         added_B = jnp.full_like(cache.lengths_B, T) if num_new_B is None else num_new_B
         cache = cache.replace(lengths_B=cache.lengths_B + added_B.astype(jnp.int32))
@@ -269,12 +300,14 @@ class Decoder(nnx.Module):
             x_BTD, _ = self.layers[layer](x_BTD, rope_BT, layer, None, segment_ids_BT, None, query_chunk)
         return x_BTD
 
-    def logits(self, h_BxD: jax.Array) -> jax.Array:
-        """Vocabulary logits (float32) from final hidden states."""
-        head_VD = self.embed if self.config.tie_embeddings else self.lm_head
-        logits = jnp.einsum("...d,vd->...v", h_BxD, head_VD.get_value().astype(h_BxD.dtype),
-                            preferred_element_type=jnp.float32)
-        return logits
+    def logits(self, h_BxD: jax.Array, few_rows: bool = False) -> jax.Array:
+        """Vocabulary logits (float32) from final hidden states. few_rows (the decode step):
+        the head, already (out, in), is multiplied weight-first (model/out_in.py)."""
+        head_VD = (self.embed if self.config.tie_embeddings else self.lm_head).get_value()
+        if few_rows:
+            return linear_out_in(h_BxD, head_VD.astype(h_BxD.dtype), jnp.float32)
+        return jnp.einsum("...d,vd->...v", h_BxD, head_VD.astype(h_BxD.dtype),
+                          preferred_element_type=jnp.float32)
 
     def __call__(self, tokens_BT: jax.Array, positions_BT: jax.Array, *,
                  cache: KVCache | None = None, segment_ids_BT: jax.Array | None = None,

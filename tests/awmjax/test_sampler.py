@@ -140,6 +140,31 @@ def test_stream_yields_the_same_tokens_as_generate(tiny):
         sampler.generate(PROMPTS[1:2], sampling)[0].token_ids
 
 
+@pytest.mark.parametrize("changes", [dict(qk_norm=True), dict(attention_bias=True, tie_embeddings=False)])
+def test_out_in_decode_layout_equals_the_model_layout(changes):
+    config = ModelConfig.tiny(**changes)
+    model = Decoder(config, rngs=nnx.Rngs(1))
+    if config.attention_bias:  # zero-initialized biases would not show a misplaced q/k/v split
+        for block in model.layers:
+            for name in ("q_bias", "k_bias", "v_bias"):
+                param = getattr(block.attn, name)
+                w = param.get_value()
+                param.set_value(w + jnp.linspace(-0.5, 0.5, w.size).reshape(w.shape))
+    out_in = Sampler(model, config, max_cache_len=64, pad_id=0, decode_layout="out_in")
+    plain = Sampler(model, config, max_cache_len=64, pad_id=0, decode_layout="model")
+    assert out_in.out_in is not None and plain.out_in is None
+    D, H = config.hidden_size, config.head_dim
+    assert out_in.out_in.qkv_FD[0].shape == ((config.num_heads + 2 * config.num_kv_heads) * H, D)
+    sampling = SamplingConfig(temperature=0.0, max_new_tokens=10)
+    a, b = out_in.generate(PROMPTS, sampling), plain.generate(PROMPTS, sampling)
+    assert [g.token_ids for g in a] == [g.token_ids for g in b]
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(x.logprobs, y.logprobs, atol=1e-5)
+    assert list(out_in.stream(PROMPTS[1], sampling)) == b[1].token_ids
+    with pytest.raises(ValueError, match="decode_layout"):
+        Sampler(model, config, max_cache_len=64, pad_id=0, decode_layout="transposed")
+
+
 def test_greedy_smollm2_knows_the_capital_of_france():
     from transformers import AutoTokenizer
 
