@@ -1,29 +1,42 @@
-"""Benchmark: the envgen state pool against an AWM-style runtime, measured in the same run.
+"""Benchmark: the envgen state pool against AWM-style runtimes, measured in the same run.
 
-Both sides run the same episodes over the same procedural worlds: reset, 8 tool calls
-(the task's gold calls, cycled to 8), and a code verdict.
+Every side runs the same kind of episodes over the same procedural worlds: reset, 8 tool
+calls (the task's gold calls, cycled to 8), and a code verdict; the table prints each
+side's verdicts and refused calls so the answers can be compared.
 
-(a) AWM-style baseline, built here as AWM runs it: one HTTP server per world
-    (stdlib ThreadingHTTPServer in its own process, on loopback); reset rebuilds the
-    episode's SQLite database FILE from the DDL and the seed INSERTs; each tool call is an
-    HTTP request whose handler validates the arguments and runs the same SQL steps on a
-    `sqlite3` file connection, one transaction per request. Run on a subset (slow side),
-    with 128 client threads by default: the baseline mostly waits on file syncs, so its
-    rate grows with concurrency until both cores are busy (measured on 2 cores: 63 eps/s
-    at 32 threads, 105 at 64, 140 at 128 and 256); its servers listen with uvicorn's
-    backlog (2048), as the stdlib's (5) resets connections under that load.
+(a) Lean baseline (`--baseline lean`): one stdlib ThreadingHTTPServer per world in its own
+    process on loopback; reset rebuilds the episode's SQLite database FILE from the DDL and
+    the seed INSERTs; each tool call is a plain HTTP/JSON request whose handler validates
+    the arguments and runs the same SQL steps on a raw `sqlite3` file connection, one
+    transaction per request. A lower bound for AWM: none of AWM's framework layers. Run on
+    a subset (slow side), with 128 client threads by default: it mostly waits on file
+    syncs, so its rate grows with concurrency until both cores are busy (measured on 2
+    cores: 63 eps/s at 32 threads, 105 at 64, 140 at 128 and 256); its servers listen with
+    uvicorn's backlog (2048), as the stdlib's (5) resets connections under that load.
     (a') the same, with a server process started per episode, as AWM's RL runs 1,024
     instances each with its own server (start-up included in the rate).
+(c) AWM-stack baseline (`--baseline awm`, experiments/awm_stack.py): AWM's own stack built
+    from each world: a FastAPI app per world (one route per tool, a pydantic model of its
+    arguments from the JSON Schema, an `async def` handler opening a SQLAlchemy Session on
+    an engine bound to the episode's database file and running the same SQL steps as bound
+    statements, then commit / close), served by uvicorn in its own process on loopback;
+    each tool call is an MCP tools/call over streamable HTTP (the `mcp` SDK's client, one
+    initialize handshake per episode), forwarded by the server to the tool's route. Reset
+    rebuilds the database FILE as in (a). Episodes run as asyncio tasks in this process
+    (the MCP client's work counts, as the pool's parent does); 32 at once gave its best rate
+    on 2 cores (measured over 128 episodes: 14 eps/s at 16, 20 at 32, 16 at 64, 13 at 128;
+    8 or 32 servers made no difference). (c') a server started per episode.
 (b) The pool: N slots over W worker processes, batched reset / step / finish, tool calls
     sent as model text (`<tool_call>...</tool_call>`), parsed and validated in the workers.
     Each round draws slots/group tasks at random from the catalog (like a GRPO step).
 
+`--baseline both` (the default) runs (a) and (c); ratios are printed against each.
 Tool calls/s are reported twice: within whole episodes (episodes/s x 8, so the same ratio
 as episodes/s) and for the calls alone (the pool's step batches timed apart from reset and
-finish; the baseline's calls timed in waves of its concurrency, after untimed resets).
+finish; a baseline's calls timed in waves of its concurrency, after untimed resets).
 
     python -m experiments.bench_pool                 # full size: 1,024 slots
-    python -m experiments.bench_pool --slots 128 --rounds 2 --baseline-episodes 32   # quick
+    python -m experiments.bench_pool --slots 128 --rounds 2 --baseline-episodes 32 --awm-episodes 32   # quick
 """
 
 from __future__ import annotations
@@ -44,6 +57,7 @@ from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 CALLS_PER_EPISODE = 8
+AWM_CONCURRENCY = 32  # the AWM-stack baseline's concurrent episodes: its best rate on 2 cores (see the docstring)
 
 
 # --------------------------------------------------------------------------- workload
@@ -70,43 +84,86 @@ def episode_plan(worlds, n_episodes: int, group: int, rng):
 # --------------------------------------------------------------------------- (a) AWM-style baseline
 
 
+def run_steps(execute, steps, bind: dict, columns) -> tuple[bool, dict]:
+    """A SQL tool's steps as the pool runs them (`envgen.sqltool`), on any DB-API-style `execute(sql, bind)`.
+
+    Returns (ok, payload), the payload as the pool gives it: read outputs, saved ids,
+    changed-row counts, or `{"error": ...}` with the guard's message filled in (not ok: the
+    caller rolls back).
+    """
+    from envgen.sqltool import _fill
+
+    out: dict = {}
+    for step in steps:
+        cur = execute(step.sql, bind)
+        if step.op == "guard":
+            row = cur.fetchone()
+            ok = (row is not None) if step.expect == "exists" else (row is None if step.expect == "absent" else bool(row and row[0]))
+            if not ok:
+                return False, {"error": _fill(step.error or "request refused", bind)}
+        elif step.op == "read":
+            names = columns(cur)
+            rows = cur.fetchall()
+            out[step.output] = {"count": lambda: len(rows), "value": lambda: rows[0][0] if rows else None,
+                                "row": lambda: dict(zip(names, rows[0])) if rows else None,
+                                "rows": lambda: [dict(zip(names, r)) for r in rows]}[step.shape]()
+        else:
+            returned = cur.fetchall() if getattr(cur, "returns_rows", True) else []  # SQLAlchemy: DML has no rows to fetch
+            if step.save:
+                bind[step.save] = out[step.save] = returned[0][0] if returned else cur.lastrowid
+            if step.output:
+                out[step.output] = cur.rowcount
+    return True, out or {"status": "ok"}
+
+
+def bindable(args: dict) -> dict:
+    """Arguments as SQLite binds them (lists and objects as JSON text, booleans as 0 / 1), as the pool does."""
+    return {k: (json.dumps(v) if isinstance(v, (list, dict)) else int(v) if isinstance(v, bool) else v) for k, v in args.items()}
+
+
 def _run_tool_sqlite(conn, tool, validate, arguments):
     args, err = validate(arguments)
     if err:
         return {"error": err}
-    bind = {k: (json.dumps(v) if isinstance(v, (list, dict)) else int(v) if isinstance(v, bool) else v) for k, v in args.items()}
-    out = {}
     conn.execute("BEGIN")
     try:
-        for step in tool.impl.steps:
-            cur = conn.execute(step.sql, bind)
-            if step.op == "guard":
-                row = cur.fetchone()
-                ok = (row is not None) if step.expect == "exists" else (row is None if step.expect == "absent" else bool(row and row[0]))
-                if not ok:
-                    conn.execute("ROLLBACK")
-                    return {"error": step.error}
-            elif step.op == "read":
-                names = [d[0] for d in cur.description or ()]
-                rows = cur.fetchall()
-                out[step.output] = {"count": lambda: len(rows), "value": lambda: rows[0][0] if rows else None,
-                                    "row": lambda: dict(zip(names, rows[0])) if rows else None,
-                                    "rows": lambda: [dict(zip(names, r)) for r in rows]}[step.shape]()
-            else:
-                returned = cur.fetchall()
-                if step.save:
-                    bind[step.save] = out[step.save] = returned[0][0] if returned else cur.lastrowid
-        conn.execute("COMMIT")
+        ok, out = run_steps(conn.execute, tool.impl.steps, bindable(args), lambda cur: [d[0] for d in cur.description or ()])
+        conn.execute("COMMIT" if ok else "ROLLBACK")
     except sqlite3.Error as e:
         conn.execute("ROLLBACK")
         return {"error": str(e)}
-    return out or {"status": "ok"}
+    return out
+
+
+def rebuild_db_file(world, path: str, foreign_keys: bool = True) -> sqlite3.Connection:
+    """AWM's reset: a fresh database FILE at `path` from the world's DDL and seed INSERTs (one transaction)."""
+    if os.path.exists(path):
+        os.remove(path)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    if foreign_keys:
+        conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("BEGIN")
+    conn.execute("PRAGMA defer_foreign_keys = ON")
+    for ddl in world.schema:
+        conn.execute(ddl)
+    for table, spec in world.seed.items():
+        cols = spec["columns"]
+        conn.executemany(f'INSERT INTO "{table}" ({", ".join(cols)}) VALUES ({", ".join("?" * len(cols))})', spec["rows"])
+    conn.execute("COMMIT")
+    return conn
+
+
+def code_verdict(conn: sqlite3.Connection, world, task_id: str) -> dict:
+    """The task's code verdict on the episode's database: its SQL assertions over the final state."""
+    from envgen.checks import compare
+
+    held = [compare(conn.execute(a.sql).fetchone()[0], a.op, a.value) for a in world.task(task_id).check.assertions]
+    return {"result": "complete" if all(held) else "incomplete", "assertions": held}
 
 
 def serve_world(world_path: str, db_dir: str) -> None:
     """The per-world server process of the baseline (AWM: one FastAPI server per environment)."""
     from envgen.args import compile_validator
-    from envgen.checks import compare
     from envgen.world import load
 
     world = load(world_path)
@@ -114,28 +171,10 @@ def serve_world(world_path: str, db_dir: str) -> None:
     conns: dict[str, sqlite3.Connection] = {}
 
     def reset(ep: str):
-        path = os.path.join(db_dir, f"{world.id}-{ep}.db")
         if ep in conns:
             conns.pop(ep).close()
-        if os.path.exists(path):
-            os.remove(path)
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA foreign_keys = ON")
-        conn.execute("BEGIN")
-        conn.execute("PRAGMA defer_foreign_keys = ON")
-        for ddl in world.schema:
-            conn.execute(ddl)
-        for table, spec in world.seed.items():
-            cols = spec["columns"]
-            conn.executemany(f'INSERT INTO "{table}" ({", ".join(cols)}) VALUES ({", ".join("?" * len(cols))})', spec["rows"])
-        conn.execute("COMMIT")
-        conns[ep] = conn
+        conns[ep] = rebuild_db_file(world, os.path.join(db_dir, f"{world.id}-{ep}.db"))
         return {"status": "ok"}
-
-    def verdict(ep: str, task_id: str):
-        conn, check = conns[ep], world.task(task_id).check
-        held = [compare(conn.execute(a.sql).fetchone()[0], a.op, a.value) for a in check.assertions]
-        return {"result": "complete" if all(held) else "incomplete", "assertions": held}
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -151,7 +190,7 @@ def serve_world(world_path: str, db_dir: str) -> None:
                 tool = tools.get(body["name"])
                 out = {"error": "unknown tool"} if tool is None else _run_tool_sqlite(conns[body["episode"]], *tool, body["arguments"])
             else:
-                out = verdict(body["episode"], body["task"])
+                out = code_verdict(conns[body["episode"]], world, body["task"])
             data = json.dumps(out, default=str).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -193,7 +232,7 @@ def run_baseline(worlds, plan, concurrency: int, progress, per_episode_server: b
         conn.request("POST", path, body, {"Content-Type": "application/json"})
         return json.loads(conn.getresponse().read())
 
-    resets_us = []
+    resets_us, refused = [], []
 
     def episode(i):
         w, t, calls = plan[i]
@@ -205,7 +244,8 @@ def run_baseline(worlds, plan, concurrency: int, progress, per_episode_server: b
         post(conn, "/reset", {"episode": str(i)})
         resets_us.append((time.perf_counter() - t1) * 1e6)
         for c in calls:
-            post(conn, "/call", {"episode": str(i), "name": c.tool, "arguments": c.arguments})
+            if "error" in post(conn, "/call", {"episode": str(i), "name": c.tool, "arguments": c.arguments}):
+                refused.append(c.tool)
         v = post(conn, "/verdict", {"episode": str(i), "task": t.id})
         conn.close()
         if server is not None:
@@ -249,7 +289,7 @@ def run_baseline(worlds, plan, concurrency: int, progress, per_episode_server: b
             p.wait()
         shutil.rmtree(tmp, ignore_errors=True)
     return {"episodes": len(plan), "wall": wall, "reset_us": statistics.median(resets_us), "startup_s": startup_s,
-            "complete": results.count("complete"), "calls_wall": calls_wall}
+            "complete": results.count("complete"), "calls_wall": calls_wall, "refused": len(refused)}
 
 
 # --------------------------------------------------------------------------- (b) the pool
@@ -314,6 +354,26 @@ def run_pool(worlds, n_slots: int, workers: int | None, rounds: int, group: int,
 # --------------------------------------------------------------------------- main
 
 
+def _baseline_rows(b, b1, p_eps: float, p_alone: float) -> dict:
+    """The table rows of one baseline (run `b`, server-per-episode run `b1`) against the pool."""
+    b_eps = b["episodes"] / b["wall"]
+    b_alone = b["episodes"] * CALLS_PER_EPISODE / b["calls_wall"]
+    rows = {
+        "episodes run": (f"{b['episodes']}", ""),
+        "episodes/s": (f"{b_eps:,.1f}", f"{p_eps / b_eps:,.0f}x"),
+        "tool calls/s in whole episodes": (f"{b_eps * CALLS_PER_EPISODE:,.0f}", f"{p_eps / b_eps:,.0f}x"),
+        "tool calls/s, calls alone": (f"{b_alone:,.0f}", f"{p_alone / b_alone:,.0f}x"),
+        "median reset (us)": (f"{b['reset_us']:,.0f}", ""),
+        "start-up per world (s)": (f"{b['startup_s']:.3f}", ""),
+        "verdicts complete": (f"{b['complete']}/{b['episodes']}", ""),
+        "gold calls refused": (f"{b['refused']} ({b['refused'] / b['episodes']:.2f}/ep)", ""),
+    }
+    if b1:
+        b1_eps = b1["episodes"] / b1["wall"]
+        rows["episodes/s, a server per episode"] = (f"{b1_eps:,.2f} ({b1['episodes']} eps)", f"{p_eps / b1_eps:,.0f}x")
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--worlds", type=int, default=1000, help="procedural worlds in the catalog (default 1000)")
@@ -322,13 +382,22 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=None, help="pool worker processes (default: one per core)")
     ap.add_argument("--rounds", type=int, default=4, help="pool rounds of `slots` episodes (default 4)")
     ap.add_argument("--group", type=int, default=16, help="GRPO group size (default 16)")
-    ap.add_argument("--baseline-episodes", type=int, default=512, help="baseline episodes (default 512)")
-    ap.add_argument("--baseline-worlds", type=int, default=8, help="worlds (servers) the baseline uses (default 8)")
+    ap.add_argument("--baseline", choices=("lean", "awm", "both"), default="both",
+                    help="lean: stdlib HTTP + sqlite3 servers; awm: AWM's stack (FastAPI + SQLAlchemy + uvicorn, MCP calls); both (default)")
+    ap.add_argument("--baseline-episodes", type=int, default=512, help="lean baseline episodes (default 512)")
+    ap.add_argument("--baseline-worlds", type=int, default=8, help="worlds (servers) each baseline uses (default 8)")
     ap.add_argument("--baseline-concurrency", type=int, default=128,
-                    help="baseline client threads (default 128: the baseline waits on file syncs, and its rate "
+                    help="lean baseline client threads (default 128: the baseline waits on file syncs, and its rate "
                          "grows with concurrency up to about 128 on 2 cores, where it is CPU-bound)")
     ap.add_argument("--baseline-instance-episodes", type=int, default=64,
-                    help="episodes of the AWM RL variant that starts a server per episode (default 64; 0 skips)")
+                    help="lean episodes of the AWM RL variant that starts a server per episode (default 64; 0 skips)")
+    ap.add_argument("--awm-episodes", type=int, default=256, help="AWM-stack baseline episodes (default 256)")
+    ap.add_argument("--awm-concurrency", type=int, default=AWM_CONCURRENCY,
+                    help=f"AWM-stack concurrent episodes, asyncio tasks (default {AWM_CONCURRENCY}: its best rate on 2 cores)")
+    ap.add_argument("--awm-instance-episodes", type=int, default=16,
+                    help="AWM-stack episodes with a server started per episode (default 16; 0 skips)")
+    ap.add_argument("--awm-instance-concurrency", type=int, default=8,
+                    help="AWM-stack episodes at once when each starts its server (default 8)")
     ap.add_argument("--no-prepare", action="store_true", help="reset without pool.prepare (resets mostly deserialize)")
     ap.add_argument("--serve", nargs=2, metavar=("WORLD_JSON", "DB_DIR"), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
@@ -337,54 +406,98 @@ def main(argv=None) -> int:
         return 0
     from tqdm import tqdm
 
+    from experiments.awm_stack import run_awm_baseline
+
     worlds = load_worlds(a.worlds, a.seed)
     print(f"{len(worlds)} procedural worlds (seed {a.seed}); episodes: reset + {CALLS_PER_EPISODE} tool calls + verdict; {os.cpu_count()} CPUs")
     rng = random.Random(a.seed)
-    base_plan = episode_plan(worlds[: a.baseline_worlds], a.baseline_episodes, a.group, rng)
-    with tqdm(total=len(base_plan), desc="(a) AWM-style baseline", unit="ep") as bar:
-        b = run_baseline(worlds, base_plan, a.baseline_concurrency, bar)
-    b1 = None
-    if a.baseline_instance_episodes:
-        inst_plan = episode_plan(worlds[: a.baseline_worlds], a.baseline_instance_episodes, a.group, rng)
-        with tqdm(total=len(inst_plan), desc="(a') AWM-style, a server per episode", unit="ep") as bar:
-            b1 = run_baseline(worlds, inst_plan, a.baseline_concurrency, bar, per_episode_server=True)
+    base_worlds = worlds[: a.baseline_worlds]
+    sides = {}  # baseline name -> (run, server-per-episode run)
+    if a.baseline in ("lean", "both"):
+        plan = episode_plan(base_worlds, a.baseline_episodes, a.group, rng)
+        with tqdm(total=len(plan), desc="(a) lean baseline", unit="ep") as bar:
+            b = run_baseline(worlds, plan, a.baseline_concurrency, bar)
+        b1 = None
+        if a.baseline_instance_episodes:
+            plan = episode_plan(base_worlds, a.baseline_instance_episodes, a.group, rng)
+            with tqdm(total=len(plan), desc="(a) lean, a server per episode", unit="ep") as bar:
+                b1 = run_baseline(worlds, plan, a.baseline_concurrency, bar, per_episode_server=True)
+        sides["lean"] = (b, b1)
+    if a.baseline in ("awm", "both"):
+        plan = episode_plan(base_worlds, a.awm_episodes, a.group, rng)
+        with tqdm(total=2 * len(plan), desc="(c) AWM-stack baseline (whole episodes, then calls alone)", unit="ep") as bar:
+            b = run_awm_baseline(plan, a.awm_concurrency, bar)
+        b1 = None
+        if a.awm_instance_episodes:
+            plan = episode_plan(base_worlds, a.awm_instance_episodes, a.group, rng)
+            with tqdm(total=len(plan), desc="(c) AWM stack, a server per episode", unit="ep") as bar:
+                b1 = run_awm_baseline(plan, a.awm_instance_concurrency, bar, per_episode_server=True)
+        sides["awm"] = (b, b1)
     with tqdm(total=a.slots * a.rounds, desc="(b) envgen pool", unit="ep") as bar:
         p = run_pool(worlds, a.slots, a.workers, a.rounds, a.group, rng, bar, prepare=not a.no_prepare)
 
-    b_eps, p_eps = b["episodes"] / b["wall"], p["episodes"] / p["wall"]
-    b_cps, p_cps = b_eps * CALLS_PER_EPISODE, p_eps * CALLS_PER_EPISODE
-    b_alone, p_alone = b["episodes"] * CALLS_PER_EPISODE / b["calls_wall"], p["episodes"] * CALLS_PER_EPISODE / p["step_wall"]
+    p_eps = p["episodes"] / p["wall"]
+    p_alone = p["episodes"] * CALLS_PER_EPISODE / p["step_wall"]
     roll, deser = p["resets"]["rollback"], p["resets"]["deserialize"]
-    all_resets = roll + deser
     cold_r, cold_d = p["cold"]["rollback"], p["cold"]["deserialize"]
     med = lambda xs: statistics.median(xs) if xs else float("nan")  # noqa: E731
-    rows = [
-        ("concurrent episodes", f"{a.baseline_concurrency} over {len({w.id for w, _, _ in base_plan})} servers", f"{a.slots} slots / {p['workers']} workers", ""),
-        ("episodes run", f"{b['episodes']}", f"{p['episodes']}", ""),
-        ("episodes/s", f"{b_eps:,.1f}", f"{p_eps:,.1f}", f"{p_eps / b_eps:,.0f}x (target >= 100x)"),
-        ("tool calls/s in whole episodes", f"{b_cps:,.0f}", f"{p_cps:,.0f}", f"{p_cps / b_cps:,.0f}x (episodes/s x {CALLS_PER_EPISODE}; pool target >= 20,000)"),
-        ("tool calls/s, calls alone", f"{b_alone:,.0f}", f"{p_alone:,.0f}",
-         f"{p_alone / b_alone:,.0f}x (target >= 20x): only the calls timed (pool.step batches; baseline waves of {a.baseline_concurrency} after untimed resets)"),
-        *([("episodes/s, a server per episode", f"{b1['episodes'] / b1['wall']:,.1f}", f"{p_eps:,.1f}",
-            f"{p_eps / (b1['episodes'] / b1['wall']):,.0f}x: AWM's RL runtime starts a server per instance")] if b1 else []),
-        ("tool calls per CPU-second", "", f"{p['episodes'] * CALLS_PER_EPISODE / p['cpu_s']:,.0f}",
-         f"workers + parent; {p['cpu_s'] / p['wall']:.2f} of {os.cpu_count()} cores were ours (load avg {os.getloadavg()[0]:.1f})"),
-        ("median reset (us)", f"{b['reset_us']:,.0f} (rebuild file, HTTP)", f"{med(all_resets):,.1f}", "target < 50 us" + ("" if a.no_prepare else "; worlds loaded by pool.prepare first (timed in the rates)")),
-        ("  rollback / deserialize (us)", "", f"{med(roll):,.1f} (n={len(roll)}) / {med(deser):,.1f} (n={len(deser)})", ""),
-        ("  next draw without prepare", "", f"{med(cold_r):,.1f} (n={len(cold_r)}) / {med(cold_d):,.1f} (n={len(cold_d)})",
-         "rollback where a connection held the world"),
-        ("start-up per world (s)", f"{b['startup_s']:.3f} (server process)", f"{p['compile_s'] / len(worlds):.3f} (compile, all workers)", "in neither side's rates"),
-        ("memory per live slot", "-", f"{p['rss_per_slot'] / 1024:,.0f} KiB RSS, {p['sqlite_per_slot'] / 1024:,.0f} KiB SQLite",
-         "target < 1 MiB; RSS growth from the compiled catalog to the end of the run"),
-        ("memory per compiled world", "-", f"{p['catalog_per_world'] / 1024:,.0f} KiB RSS, all {p['workers']} workers",
-         "template image + schema facts + JSON, once per world and worker"),
-        ("verdicts complete", f"{b['complete']}/{b['episodes']}", f"{p['complete']}/{p['episodes']}", "gold calls cycled to 8"),
-        ("pool step outcomes", "", ", ".join(f"{k} {v}" for k, v in sorted(p["outcomes"].items())), ""),
+    pool = {
+        "concurrent episodes": f"{a.slots} slots / {p['workers']} workers",
+        "episodes run": f"{p['episodes']}",
+        "episodes/s": f"{p_eps:,.1f}",
+        "tool calls/s in whole episodes": f"{p_eps * CALLS_PER_EPISODE:,.0f}",
+        "tool calls/s, calls alone": f"{p_alone:,.0f}",
+        "episodes/s, a server per episode": f"{p_eps:,.1f}",
+        "median reset (us)": f"{med(roll + deser):,.1f}",
+        "start-up per world (s)": f"{p['compile_s'] / len(worlds):.3f} (compile)",
+        "verdicts complete": f"{p['complete']}/{p['episodes']}",
+        "gold calls refused": f"{p['outcomes'].get('tool_error', 0)} ({p['outcomes'].get('tool_error', 0) / p['episodes']:.2f}/ep)",
+    }
+    notes = {
+        "episodes/s": "target: pool >= 100x the AWM-style runtime",
+        "tool calls/s in whole episodes": f"episodes/s x {CALLS_PER_EPISODE}; pool target >= 20,000",
+        "tool calls/s, calls alone": "target >= 20x; only the calls timed (pool.step batches; baselines: waves after untimed resets)",
+        "episodes/s, a server per episode": "AWM's RL runtime starts a server per instance (start-up in the rate)",
+        "median reset (us)": "baselines rebuild the file over HTTP; pool target < 50 us"
+                             + ("" if a.no_prepare else " (worlds loaded by pool.prepare, timed in the rates)"),
+        "start-up per world (s)": "in no side's rates",
+        "verdicts complete": f"gold calls cycled to {CALLS_PER_EPISODE}",
+        "gold calls refused": "cycled gold calls repeat writes that a guard then refuses (tasks drawn at random per side)",
+    }
+    base = {name: _baseline_rows(b, b1, p_eps, p_alone) for name, (b, b1) in sides.items()}
+    if "lean" in sides:
+        base["lean"]["concurrent episodes"] = (f"{a.baseline_concurrency} threads, {len(base_worlds)} servers", "")
+    if "awm" in sides:
+        base["awm"]["concurrent episodes"] = (f"{a.awm_concurrency} tasks, {len(base_worlds)} servers", "")
+    heads = {"lean": "(a) lean", "awm": "(c) AWM stack"}
+    table = [["", *(heads[n] for n in base), "(b) pool", *(f"pool / {heads[n][4:]}" for n in base), "note"]]
+    for key, pval in pool.items():
+        cells = [base[n].get(key, ("", "")) for n in base]
+        if all(not c[0] for c in cells) and key not in ("concurrent episodes",):
+            continue
+        table.append([key, *(c[0] for c in cells), pval, *(c[1] for c in cells), notes.get(key, "")])
+    table += [
+        ["  rollback / deserialize (us)", *("" for _ in base), f"{med(roll):,.1f} (n={len(roll)}) / {med(deser):,.1f} (n={len(deser)})", *("" for _ in base), ""],
+        ["  next draw without prepare", *("" for _ in base), f"{med(cold_r):,.1f} (n={len(cold_r)}) / {med(cold_d):,.1f} (n={len(cold_d)})",
+         *("" for _ in base), "rollback where a connection held the world"],
+        ["tool calls per CPU-second", *("" for _ in base), f"{p['episodes'] * CALLS_PER_EPISODE / p['cpu_s']:,.0f}", *("" for _ in base),
+         f"workers + parent; {p['cpu_s'] / p['wall']:.2f} of {os.cpu_count()} cores were ours (load avg {os.getloadavg()[0]:.1f})"],
+        ["memory per live slot", *("" for _ in base), f"{p['rss_per_slot'] / 1024:,.0f} KiB RSS, {p['sqlite_per_slot'] / 1024:,.0f} KiB SQLite",
+         *("" for _ in base), "target < 1 MiB; RSS growth from the compiled catalog to the end of the run"],
+        ["memory per compiled world", *("" for _ in base), f"{p['catalog_per_world'] / 1024:,.0f} KiB RSS, all {p['workers']} workers",
+         *("" for _ in base), "template image + schema facts + JSON, once per world and worker"],
+        ["pool step outcomes", *("" for _ in base), ", ".join(f"{k} {v}" for k, v in sorted(p["outcomes"].items())), *("" for _ in base), ""],
     ]
-    w0, w1, w2 = (max(len(r[i]) for r in rows) for i in range(3))
-    print(f"\n{'':{w0}}  {'(a) AWM-style':>{w1}}  {'(b) envgen pool':>{w2}}  ratio / note")
-    for r in rows:
-        print(f"{r[0]:{w0}}  {r[1]:>{w1}}  {r[2]:>{w2}}  {r[3]}")
+    print()
+    if "lean" in base:
+        print("(a) lean baseline: a stdlib ThreadingHTTPServer per world, handler on a raw sqlite3 connection, plain HTTP/JSON calls")
+    if "awm" in base:
+        print("(c) AWM-stack baseline: a FastAPI + pydantic + SQLAlchemy app per world under uvicorn, tool calls as MCP tools/call "
+              "over streamable HTTP (mcp SDK client, one initialize per episode)")
+    print("(b) envgen pool: in-memory APSW slots over worker processes, calls as model text\n")
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]) - 1)]
+    for r in table:
+        print("  ".join(f"{c:{w}}" if i == 0 else f"{c:>{w}}" for i, (c, w) in enumerate(zip(r, widths))) + "  " + r[-1])
     return 0
 
 
