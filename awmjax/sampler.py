@@ -81,7 +81,7 @@ class Sampler:
             raise ValueError(f"Sampler decode_layout must be 'auto', 'out_in' or 'model', got "
                              f"{decode_layout!r}")
         # "out_in": decode steps read a transposed copy of the layer matrices (model/out_in.py),
-        # ~1.2x faster per step on a CPU at the cost of that copy's memory; "auto" uses it on a
+        # ~1.1x faster per step on a CPU at the cost of that copy's memory; "auto" uses it on a
         # CPU without a mesh (GPU matmul libraries do not need it)
         self.out_in_layout = decode_layout == "out_in" or (
             decode_layout == "auto" and mesh is None and jax.default_backend() == "cpu")

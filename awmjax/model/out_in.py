@@ -1,10 +1,9 @@
 """The decode layout: each layer's projection matrices stored (out, in), for few-row matmuls on a CPU.
 
 A decode step multiplies a handful of rows (one token per sequence) by every weight matrix.
-On XLA:CPU (YNNPACK dots, jaxlib 0.10) `x_BK @ w_KN` at 16 rows reaches ~85 GFLOP/s on two
-Zen 4 cores, while the same product computed weight-first, `(w_NK @ x_BK.T).T` with w_NK
-row-major, reaches ~100-120 GFLOP/s: the weight is streamed row by row as the left operand
-and only the few activation rows are packed. The model's parameters stay (in, out), as
+On XLA:CPU (YNNPACK dots, jaxlib 0.10.2) `x_BK @ w_KN` at 16 rows reached ~80-85 GFLOP/s on
+two Zen 4 cores in isolation, and the same product computed weight-first, `(w_NK @ x_BK.T).T`
+with w_NK row-major (the weight the left operand, read row by row), ~100-120 GFLOP/s. The model's parameters stay (in, out), as
 training wants them; the sampler keeps one transposed copy of the layer matrices
 (`OutInWeights.from_model`, q/k/v and gate/up concatenated) and passes it to the decode step.
 """
