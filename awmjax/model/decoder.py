@@ -138,13 +138,15 @@ class Attention(nnx.Module):
             out_BKGH = jnp.sum(probs_BKGTS[:, :, :, 0, :, None] * values_BKSH[:, :, None],
                                axis=3)
             out_BTKGH = out_BKGH[:, None]
-        else:
-            # computed straight into "btkgh", XLA's simplifier folds the transpose into the dot
-            # and swaps its operands into a form XLA:CPU runs outside YNNPACK, several times
-            # slower; the barrier keeps the batched matmul as written
+        elif cache is not None:
+            # prefill: computed straight into "btkgh", XLA's simplifier folds the transpose into
+            # the dot and swaps its operands into a form XLA:CPU runs outside YNNPACK, several
+            # times slower; the barrier keeps the batched matmul as written
             out_BKGTH = jax.lax.optimization_barrier(
                 jnp.einsum("bkgts,bksh->bkgth", probs_BKGTS, values_BKSH))
             out_BTKGH = out_BKGTH.transpose(0, 3, 1, 2, 4)
+        else:
+            out_BTKGH = jnp.einsum("bkgts,bksh->btkgh", probs_BKGTS, values_BKSH)
         out_BTF = out_BTKGH.reshape(B, T, c.num_heads * c.head_dim)
         if out_in is not None:
             return linear_out_in(out_BTF, out_in.o_DF[layer]), cache
