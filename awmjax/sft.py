@@ -169,7 +169,7 @@ class SFTSection:
     # scores stay in cache: ~2.5x faster updates on a CPU); 0: one (T, T) block per row
     query_chunk: int = 128
     # with [optim] train_top_layers, the frozen layers' output is computed once per row and every
-    # epoch runs only the top layers from it (rows x row_tokens x hidden float32 held in memory;
+    # epoch runs only the top layers from it (rows x row_tokens x hidden, compute dtype, held in memory;
     # over feature_cache_gib the update runs the whole model instead)
     feature_cache: bool = True
     feature_cache_gib: float = 4.0
@@ -311,8 +311,8 @@ def make_sft_step(graphdef, optim, micro_rows: int = 1, query_chunk: int | None 
                 h_BTD, _ = model.hidden(mb["tokens"], mb["positions"], segment_ids_BT=mb["segments"],
                                         query_chunk=query_chunk)
             else:
-                x_BTD = model.run_layers(mb["features"], mb["positions"], from_layer, len(model.layers),
-                                         segment_ids_BT=mb["segments"], query_chunk=query_chunk)
+                x_BTD, _ = model.run_layers(mb["features"], mb["positions"], from_layer, len(model.layers),
+                                            segment_ids_BT=mb["segments"], query_chunk=query_chunk)
                 h_BTD = model.final_norm(x_BTD)
             h_BKD = jnp.take_along_axis(h_BTD, mb["index"][..., None], axis=1)
             logp_BK, _ = target_logprobs(model.logits(h_BKD), mb["target"])
@@ -384,8 +384,8 @@ def frozen_features(graphdef, params, rows: PackedRows, stop: int, query_chunk: 
     @jax.jit
     def run(params, tokens_T, positions_T, segments_T):
         model = nnx.merge(graphdef, params)
-        x = model.run_layers(model.embed_tokens(tokens_T[None]), positions_T[None], 0, stop,
-                             segment_ids_BT=segments_T[None], query_chunk=query_chunk)
+        x, _ = model.run_layers(model.embed_tokens(tokens_T[None]), positions_T[None], 0, stop,
+                                segment_ids_BT=segments_T[None], query_chunk=query_chunk)
         return x[0]
 
     config = nnx.merge(graphdef, params).config

@@ -118,7 +118,9 @@ def run_steps(execute, steps, bind: dict, columns) -> tuple[bool, dict]:
 
 def bindable(args: dict) -> dict:
     """Arguments as SQLite binds them (lists and objects as JSON text, booleans as 0 / 1), as the pool does."""
-    return {k: (json.dumps(v) if isinstance(v, (list, dict)) else int(v) if isinstance(v, bool) else v) for k, v in args.items()}
+    from envgen.sqltool import _bindable
+
+    return {k: _bindable(v) for k, v in args.items()}
 
 
 def _run_tool_sqlite(conn, tool, validate, arguments):

@@ -278,18 +278,13 @@ class Decoder(nnx.Module):
         model/out_in.py, a few rows per call) replaces the layers' projection matrices.
         Without a cache and a fused attention, query_chunk > 0 computes attention in query
         chunks of that many tokens (Attention._chunked)."""
-        x_BTD = self.embed_tokens(tokens_BT)
-        if cache is None:
-            x_BTD = self.run_layers(x_BTD, positions_BT, 0, len(self.layers), segment_ids_BT=segment_ids_BT,
-                                    query_chunk=query_chunk)
-            return self.final_norm(x_BTD), None
-        rope_BT = rope_tables(positions_BT, inv_frequencies(self.config))  # once, for every layer
-        for layer, block in enumerate(self.layers):
-            x_BTD, cache = block(x_BTD, rope_BT, layer, cache, segment_ids_BT, kv_len, query_chunk,
-                                 out_in)
-        T = tokens_BT.shape[1]
-        added_B = jnp.full_like(cache.lengths_B, T) if num_new_B is None else num_new_B
-        cache = cache.replace(lengths_B=cache.lengths_B + added_B.astype(jnp.int32))
+        x_BTD, cache = self.run_layers(self.embed_tokens(tokens_BT), positions_BT, 0, len(self.layers), cache=cache,
+                                       segment_ids_BT=segment_ids_BT, kv_len=kv_len, query_chunk=query_chunk,
+                                       out_in=out_in)
+        if cache is not None:
+            T = tokens_BT.shape[1]
+            added_B = jnp.full_like(cache.lengths_B, T) if num_new_B is None else num_new_B
+            cache = cache.replace(lengths_B=cache.lengths_B + added_B.astype(jnp.int32))
         return self.final_norm(x_BTD), cache
 
     def embed_tokens(self, tokens_BT: jax.Array) -> jax.Array:
@@ -298,14 +293,18 @@ class Decoder(nnx.Module):
         return constrain(x_BTD, ("batch", "length", "embed"))
 
     def run_layers(self, x_BTD: jax.Array, positions_BT: jax.Array, start: int, stop: int, *,
-                   segment_ids_BT: jax.Array | None = None, query_chunk: int | None = None) -> jax.Array:
-        """The residual stream after layers [start, stop), from the stream entering layer `start`
-        (no cache, no final norm). Training with the bottom layers frozen computes their output
-        once (start=0) and runs only the top ones per update (awmjax.sft's feature cache)."""
+                   cache: KVCache | None = None, segment_ids_BT: jax.Array | None = None,
+                   kv_len: int | None = None, query_chunk: int | None = None,
+                   out_in: OutInWeights | None = None) -> tuple[jax.Array, KVCache | None]:
+        """(residual stream after layers [start, stop), cache) from the stream entering layer
+        `start`; no final norm, and the cache's lengths are left for the caller to advance.
+        Training with the bottom layers frozen computes their output once (start=0) and runs
+        only the top ones per update (awmjax.sft's feature cache)."""
         rope_BT = rope_tables(positions_BT, inv_frequencies(self.config))  # once, for every layer
         for layer in range(start, stop):
-            x_BTD, _ = self.layers[layer](x_BTD, rope_BT, layer, None, segment_ids_BT, None, query_chunk)
-        return x_BTD
+            x_BTD, cache = self.layers[layer](x_BTD, rope_BT, layer, cache, segment_ids_BT, kv_len, query_chunk,
+                                              out_in)
+        return x_BTD, cache
 
     def logits(self, h_BxD: jax.Array, few_rows: bool = False) -> jax.Array:
         """Vocabulary logits (float32) from final hidden states. few_rows (the decode step):
