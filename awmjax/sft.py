@@ -103,8 +103,14 @@ class ScriptedPolicy:
 
 
 def gold_episodes(tokenizer, pool, worlds: Sequence[Any], rollout: RolloutConfig, *, phrasings: int = 1,
-                  seed: int = 0, batch: int = 32, progress: bool = True) -> tuple[list[EpisodeResult], dict[str, int]]:
+                  seed: int = 0, batch: int = 32, progress: bool = True,
+                  shuffle_tools: bool = False) -> tuple[list[EpisodeResult], dict[str, int]]:
     """Play every task's gold sequence (`phrasings` times, phrased differently) through the pool.
+
+    shuffle_tools lists each episode's tools in a random order of its own (the world and its
+    tools are unchanged; only the system turn's listing order differs), so the model cannot
+    learn "call the tool listed first": a world's tools are generated lookups first, and in
+    the compact catalog 40% of first gold calls are the first tool listed.
 
     Returns the episodes the code check judged complete and counts of what was dropped
     (tasks without a gold sequence, gold runs that did not complete). The pool needs at
@@ -114,6 +120,8 @@ def gold_episodes(tokenizer, pool, worlds: Sequence[Any], rollout: RolloutConfig
 
     rng = random.Random(seed)
     jobs = [(w, t) for _ in range(phrasings) for w in worlds for t in w.tasks if t.gold]
+    if shuffle_tools:
+        jobs = [(dataclasses.replace(w, tools=tuple(rng.sample(w.tools, len(w.tools)))), t) for w, t in jobs]
     longest = max((len(t.gold) for _, t in jobs), default=0) + 2  # the calls, list_tools on mcp, the answer
     rollout = dataclasses.replace(rollout, max_turns=max(rollout.max_turns, longest))
     dropped = {"no_gold": sum(1 for w in worlds for t in w.tasks if not t.gold), "not_complete": 0}
@@ -164,6 +172,8 @@ class SFTSection:
     learning_rate: float = 1e-4
     warmup_steps: int = 4
     phrasings: int = 1  # gold runs per task, each phrased differently
+    # list each gold episode's tools in its own random order (see gold_episodes)
+    shuffle_tools: bool = False
     max_tasks: int = 0  # 0: every task of the split
     # attention in query chunks of this many tokens (the masked upper triangle is skipped and the
     # scores stay in cache: ~2.5x faster updates on a CPU); 0: one (T, T) block per row
@@ -419,7 +429,7 @@ def run_sft(cfg, *, progress: bool = True, out: str | os.PathLike | None = None)
     with Pool(n_slots=32, observation_chars=cfg.rollout.observation_chars) as pool:
         pool.register(worlds)
         episodes, dropped = gold_episodes(tok, pool, worlds, cfg.rollout, phrasings=s.phrasings, seed=t.seed,
-                                          batch=32, progress=progress)
+                                          batch=32, progress=progress, shuffle_tools=s.shuffle_tools)
     samples = sft_samples(episodes, cfg.rollout.history_window if t.history_training else None)
     data_seconds = time.perf_counter() - t0
     if not samples:

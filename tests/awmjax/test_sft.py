@@ -46,6 +46,22 @@ def test_gold_episodes_run_in_the_pool_and_complete(episodes):
         assert len(tool_turns) == len(task.gold) and all(m["content"] for m in tool_turns)
 
 
+def test_shuffled_tool_listings_vary_the_order_and_keep_the_tools(tokenizer):
+    world = shop_world()
+    names = [t.name for t in world.tools]
+    with Pool(n_slots=4, workers=1) as pool:
+        pool.register([world])
+        eps, dropped = gold_episodes(tokenizer, pool, [world], RolloutConfig(max_turns=6), phrasings=4, seed=0, batch=4,
+                                     progress=False, shuffle_tools=True)
+    assert dropped["not_complete"] == 0 and len(eps) == 8
+    orders = set()
+    for e in eps:
+        system = e.conversation.messages()[0]["content"]
+        at = {n: system.index(f'"name": "{n}"') for n in names}  # every tool is listed ...
+        orders.add(tuple(sorted(names, key=at.get)))
+    assert len(orders) > 1  # ... in orders that differ between episodes
+
+
 def test_variants_of_a_turn_share_their_first_token(episodes, tokenizer):
     # Greedy decoding picks "call again or answer" at the turn's first token: phrasings of one kind
     # of turn that started differently would split its probability and let the other kind win.
