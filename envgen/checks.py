@@ -18,7 +18,8 @@ import apsw
 from envgen.db import SandboxedDB
 from envgen.world import Assertion, Check
 
-_NUM_RE = re.compile(r"-?\d+(?:\.\d+)?")
+_NUM_RE = re.compile(r"(?<![\d.])-?\d+(?:\.\d+)?(?![\d.]*\d)")
+_THOUSANDS_RE = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 _OPS = {"==": operator.eq, "!=": operator.ne, ">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
 
 
@@ -68,18 +69,19 @@ def _holds(db: SandboxedDB, a: Assertion) -> bool:
 
 
 def answer_matches(constraint: dict[str, Any] | None, final_answer: str | None) -> bool | None:
-    """Whether the final answer contains every expected string (None when unconstrained)."""
+    """Whether the final answer contains every expected string (None when unconstrained).
+
+    A number is expected as a whole number of the text ("5" is in "5 stars" and "5.00",
+    not in "2.5" or "150"; thousands separators are read: "1,200" holds 1200); anything else
+    as a substring, case-folded."""
     if constraint is None:
         return None
     text = (final_answer or "").casefold()
-    numbers = {_norm_num(n) for n in _NUM_RE.findall(text)}
+    numbers = {_norm_num(n) for n in _NUM_RE.findall(_THOUSANDS_RE.sub("", text))}
     for want in constraint.get("contains", []):
         w = want.casefold()
-        if w in text:
-            continue
-        if _NUM_RE.fullmatch(w) and _norm_num(w) in numbers:
-            continue
-        return False
+        if not (_norm_num(w) in numbers if _NUM_RE.fullmatch(w) else w in text):
+            return False
     return True
 
 

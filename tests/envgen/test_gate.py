@@ -114,3 +114,19 @@ def test_python_tool_changes_are_recorded_in_the_changeset():
         assert ep.call("restock", {"product_id": 99, "amount": 1}).outcome == "tool_error"
     finally:
         slot.close()
+
+
+@pytest.mark.parametrize("want, answer, matched", [
+    ("5", "Its average stars is 5.", True),
+    ("5", "It costs 5.00 dollars", True),
+    ("5", "return round(x ** 2.5) /", False),  # an untrained model's code once passed as "5"
+    ("15", "There are 150 of them.", False),
+    ("1200", "The total is 1,200 USD.", True),
+    ("2.5", "It is rated 2.5.", True),
+    ("lamp", "The Desk Lamp is in stock.", True),
+    ("2025-03-14", "Moved to 2025-03-14.", True),
+])
+def test_an_expected_number_matches_whole_numbers_only(want, answer, matched):
+    from envgen.checks import answer_matches
+
+    assert answer_matches({"contains": [want]}, answer) is matched
