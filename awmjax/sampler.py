@@ -67,13 +67,6 @@ def _bucket(n: int, minimum: int) -> int:
     return max(minimum, 1 << max(0, int(n) - 1).bit_length())
 
 
-def _kv_bucket(n: int) -> int:
-    """The smallest of 64, 96, 128, 192, 256, 384, ... (powers of two >= 64 and 1.5 times
-    them) that is >= n."""
-    p = _bucket(n, 64)
-    return 3 * p // 4 if p > 64 and 3 * p // 4 >= n else p
-
-
 class Sampler:
     """Generates from a Decoder for a batch of token-id prompts, reusing the cache across turns."""
 
@@ -253,43 +246,26 @@ class Sampler:
         return cache, h_BD
 
     def _decode(self, cache, h_BD, budget_B, sampling: SamplingConfig, turn: int, ids_B):
-        """Decode every row's budget in phases: each phase is one jitted while_loop whose
-        attention reads a static kv_len slots covering every active row, and it ends when the
-        longest active row would outgrow them; the next phase continues with a larger kv_len.
-        So a step attends over about what the rows hold, not over the whole decode's end."""
         greedy, top_k = sampling.mode(self.config.vocab_size)
         stop_ids = list(sampling.stop_token_ids)
         stop_S = np.full(_bucket(len(stop_ids), _MIN_STOP_IDS), -1, np.int32)
         stop_S[:len(stop_ids)] = stop_ids
         key = jax.random.fold_in(jax.random.key(sampling.seed), turn)
-        consts = (jnp.asarray(budget_B), jnp.asarray(stop_S),
-                  jnp.float32(max(sampling.temperature, 1e-6)), jnp.float32(sampling.top_p),
-                  jnp.int32(sampling.max_new_tokens), _row_keys(key, ids_B))
+        keys_B = _row_keys(key, ids_B)
         num_steps = _bucket(sampling.max_new_tokens, _MIN_STEPS)
-        B = h_BD.shape[0]
-        active_B = np.asarray(budget_B) > 0
-        lengths_B = np.asarray(cache.lengths_B)
-        reason = _LENGTH if sampling.max_new_tokens <= 0 else _BUDGET
-        # the carry is donated phase to phase; h_BD stays the caller's
-        carry = (jnp.int32(0), cache, jnp.copy(h_BD), jnp.asarray(active_B), jnp.zeros(B, jnp.int32),
-                 jnp.full(B, reason, jnp.int32), jnp.full((B, num_steps), self.pad_id, jnp.int32),
-                 jnp.zeros((B, num_steps), jnp.float32), jnp.zeros((B, num_steps), jnp.float32))
-        step = 0
-        while step < num_steps and active_B.any():
-            # the step writes slot lengths_B[b] and reads slots [0, lengths_B[b]]
-            kv_len = self._kv_len(int(lengths_B[active_B].max()) + 1)
-            carry = _decode_phase(self.graphdef, self.params, self.out_in, carry, consts,
-                                  greedy=greedy, top_k=top_k, pad_id=self.pad_id, kv_len=kv_len)
-            step, active_B, lengths_B = int(carry[0]), np.asarray(carry[3]), np.asarray(
-                carry[1].lengths_B)
-        _, cache, _, _, count_B, reason_B, tokens_BN, logp_BN, slogp_BN = carry
-        return cache, (tokens_BN, logp_BN, slogp_BN, count_B, reason_B)
+        longest = int(np.asarray(cache.lengths_B).max()) + int(np.max(budget_B, initial=0))
+        return _decode_loop(
+            self.graphdef, self.params, self.out_in, cache, h_BD, jnp.asarray(budget_B),
+            jnp.asarray(stop_S),
+            jnp.float32(max(sampling.temperature, 1e-6)), jnp.float32(sampling.top_p),
+            jnp.int32(sampling.max_new_tokens), keys_B, greedy=greedy, top_k=top_k,
+            pad_id=self.pad_id, num_steps=num_steps, kv_len=self._kv_len(longest + 1))
 
     def _kv_len(self, needed: int) -> int:
-        """The static number of cache slots attention reads: the smallest of 64, 96, 128, 192,
-        256, 384, ... covering `needed`, at most max_cache_len. Two programs compile per
-        doubling of the length, and a step reads at most 1.5 times the slots it needs."""
-        return min(_kv_bucket(needed), self.max_cache_len)
+        """The static number of cache slots attention reads: a power of two (>= 256) covering
+        `needed`, at most max_cache_len, so a few programs compile and short conversations
+        do not pay for the whole cache."""
+        return min(_bucket(needed, 256), self.max_cache_len)
 
     def _finish(self, cache, out, feeds, state, lengths_B, sampling):
         """Generations from the loop's buffers, cut at stop strings, with the cache rolled back."""
@@ -350,12 +326,12 @@ class Sampler:
         consts = (budget_B, stop_S, jnp.float32(max(sampling.temperature, 1e-6)),
                   jnp.float32(sampling.top_p), jnp.int32(sampling.max_new_tokens), keys_B)
         active_B, count_B = budget_B > 0, jnp.zeros(1, jnp.int32)
-        length, step = int(np.asarray(cache.lengths_B)[0]), 0
+        step = 0
         while bool(active_B[0]):
             cache, h_BD, active_B, count_B, token_B, _, _, _ = _single_step(
                 self.graphdef, self.params, self.out_in, cache, h_BD, active_B, count_B,
-                jnp.int32(step), consts, greedy=greedy, top_k=top_k, pad_id=self.pad_id,
-                kv_len=self._kv_len(length + step + 1))
+                jnp.int32(step),
+                consts, greedy=greedy, top_k=top_k, pad_id=self.pad_id)
             step += 1
             yield int(token_B[0])
 
@@ -428,13 +404,13 @@ def _step(model: Decoder, out_in, cache, h_BD, active_B, count_B, step, consts, 
     return cache, h_B1D[:, 0], active_B, count_B, token_B, logp_B, slogp_B, reason_B
 
 
-@functools.partial(jax.jit, static_argnums=0,
-                   static_argnames=("greedy", "top_k", "pad_id", "kv_len"), donate_argnums=3)
+@functools.partial(jax.jit, static_argnums=0, static_argnames=("greedy", "top_k", "pad_id"),
+                   donate_argnums=3)
 def _single_step(graphdef, params, out_in, cache, h_BD, active_B, count_B, step, consts, *,
-                 greedy, top_k, pad_id, kv_len):
+                 greedy, top_k, pad_id):
     """One decode step, for streaming."""
     return _step(nnx.merge(graphdef, params), out_in, cache, h_BD, active_B, count_B, step,
-                 consts, greedy=greedy, top_k=top_k, pad_id=pad_id, kv_len=kv_len)
+                 consts, greedy=greedy, top_k=top_k, pad_id=pad_id)
 
 
 def _row_keys(key, ids_B) -> jax.Array:
@@ -443,27 +419,24 @@ def _row_keys(key, ids_B) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnums=0,
-                   static_argnames=("greedy", "top_k", "pad_id", "kv_len"), donate_argnums=3)
-def _decode_phase(graphdef, params, out_in, carry, consts, *, greedy, top_k, pad_id, kv_len):
-    """Decode in one while_loop until every row is done, the token buffers are full, or an
-    active row's next write would fall outside the kv_len slots attention reads.
-
-    carry: (step, cache, h_BD, active_B, count_B, reason_B, tokens_BN, logp_BN, slogp_BN),
-    donated; out_in: the decode layout's weights (model/out_in.py), or None for the model's own.
-    The loop runs on a copy of the cache's first kv_len slots, written back at the end: sliced
-    inside the step, XLA:CPU copied each layer's keys and values out of the buffer every step."""
+                   static_argnames=("greedy", "top_k", "pad_id", "num_steps", "kv_len"), donate_argnums=3)
+def _decode_loop(graphdef, params, out_in, cache, h_BD, budget_B, stop_S, temperature, top_p,
+                 max_new, keys_B, *, greedy, top_k, pad_id, num_steps, kv_len=None):
+    """Decode up to num_steps tokens per row in one while_loop, ending when every row is done.
+    out_in: the decode layout's weights (model/out_in.py), or None for the model's own."""
     model = nnx.merge(graphdef, params)
-    num_steps = carry[6].shape[1]
-    full = carry[1]
-    if kv_len < full.max_len:
-        carry = (carry[0], KVCache(tuple(k[:, :, :kv_len] for k in full.k_BKSH),
-                                   tuple(v[:, :, :kv_len] for v in full.v_BKSH),
-                                   full.lengths_B)) + carry[2:]
+    consts = (budget_B, stop_S, temperature, top_p, max_new, keys_B)
+    B = h_BD.shape[0]
+    active_B = budget_B > 0
+    reason_B = jnp.where(max_new <= 0, _LENGTH, _BUDGET) * jnp.ones(B, jnp.int32)
+    tokens_BN = jnp.full((B, num_steps), pad_id, jnp.int32)
+    logp_BN = jnp.zeros((B, num_steps), jnp.float32)
+    carry = (jnp.int32(0), cache, h_BD, active_B, jnp.zeros(B, jnp.int32), reason_B, tokens_BN,
+             logp_BN, logp_BN)
 
     def cond(carry):
-        step, cache, active_B = carry[0], carry[1], carry[3]
-        fits = jnp.all(jnp.where(active_B, cache.lengths_B < kv_len, True))
-        return (step < num_steps) & jnp.any(active_B) & fits
+        step, active_B = carry[0], carry[3]
+        return (step < num_steps) & jnp.any(active_B)
 
     def body(carry):
         step, cache, h_BD, active_B, count_B, reason_B, tokens_BN, logp_BN, slogp_BN = carry
@@ -476,10 +449,6 @@ def _decode_phase(graphdef, params, out_in, carry, consts, *, greedy, top_k, pad
         slogp_BN = jax.lax.dynamic_update_slice(slogp_BN, slogp_B[:, None], (0, step))
         return step + 1, cache, h_BD, active_B, count_B, reason_B, tokens_BN, logp_BN, slogp_BN
 
-    carry = jax.lax.while_loop(cond, body, carry)
-    part = carry[1]
-    if kv_len < full.max_len:  # rows past kv_len slots (idle this phase) keep their tail
-        put = lambda f, w: jax.lax.dynamic_update_slice(f, w, (0, 0, 0, 0))
-        part = KVCache(tuple(map(put, full.k_BKSH, part.k_BKSH)),
-                       tuple(map(put, full.v_BKSH, part.v_BKSH)), part.lengths_B)
-    return (carry[0], part) + carry[2:]
+    _, cache, _, _, count_B, reason_B, tokens_BN, logp_BN, slogp_BN = jax.lax.while_loop(
+        cond, body, carry)
+    return cache, (tokens_BN, logp_BN, slogp_BN, count_B, reason_B)

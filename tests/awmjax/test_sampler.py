@@ -88,25 +88,19 @@ def test_top_k_top_p_and_log_probs(tiny):
         assert abs(gen.logprobs[i] - row_V[token]) < 1e-5
 
 
-def _two_turns_equal_one_prompt(sampler, prompts, appended, sampling):
-    """Two turns through continue_; the second equals generating from the whole history."""
-    state = sampler.start(prompts)
-    turn1, state = sampler.continue_(state, None, sampling)
-    turn2, state = sampler.continue_(state, appended, sampling)
-    for b in range(len(prompts)):
-        again = sampler.generate([prompts[b] + turn1[b].token_ids + appended[b]], sampling)[0]
-        assert turn2[b].token_ids == again.token_ids
-        np.testing.assert_allclose(turn2[b].logprobs, again.logprobs, atol=1e-5)
-    return turn1, turn2, state
-
-
 def test_multi_turn_continue_equals_one_long_prompt(tiny):
     _, _, sampler = tiny
     greedy = SamplingConfig(temperature=0.0, max_new_tokens=5)
+    state = sampler.start(PROMPTS[:2])
+    turn1, state = sampler.continue_(state, None, greedy)
     tool_responses = [[11, 12, 13, 14], [99]]
-    turn1, turn2, state = _two_turns_equal_one_prompt(sampler, PROMPTS[:2], tool_responses, greedy)
+    turn2, state = sampler.continue_(state, tool_responses, greedy)
     for b in range(2):
-        assert state.lengths()[b] == len(PROMPTS[b] + turn1[b].token_ids + tool_responses[b]) + 5
+        whole = PROMPTS[b] + turn1[b].token_ids + tool_responses[b]
+        again = sampler.generate([whole], greedy)[0]
+        assert turn2[b].token_ids == again.token_ids
+        np.testing.assert_allclose(turn2[b].logprobs, again.logprobs, atol=1e-5)
+        assert state.lengths()[b] == len(whole) + 5
     # a conversation skipped for a turn (budget 0) resumes where it was
     skipped, state = sampler.continue_(state, [[3], []], greedy, budgets=[5, 0])
     assert skipped[1].token_ids == [] and skipped[1].finish_reason == "budget"
@@ -137,68 +131,6 @@ def test_stop_ids_budgets_and_stop_strings():
     assert cut[1].finish_reason == "stop"
     with pytest.raises(ValueError, match="max_cache_len"):
         free.generate([list(range(70))], SamplingConfig(max_new_tokens=1))
-
-
-def test_phased_decode_crosses_kv_len_buckets(monkeypatch):
-    """Decode phases grow attention's kv_len (64 -> 96 -> 128) mid-generation; tokens and
-    log-probs equal full recomputation and a decode that reads every slot in one phase."""
-    import awmjax.sampler as sampler_module
-
-    config = ModelConfig.tiny()
-    model = Decoder(config, rngs=nnx.Rngs(2))
-    sampler = Sampler(model, config, max_cache_len=160, pad_id=0)
-    prompts = [list(range(3, 63)), [7, 9]]  # 60 tokens: the long row crosses 64 and 96
-    sampling = SamplingConfig(temperature=0.0, max_new_tokens=40)
-    phases = []
-    real_phase = sampler_module._decode_phase
-
-    def recording_phase(*args, **kwargs):
-        phases.append(kwargs["kv_len"])
-        return real_phase(*args, **kwargs)
-
-    monkeypatch.setattr(sampler_module, "_decode_phase", recording_phase)
-    gens = sampler.generate(prompts, sampling)
-    assert phases == [64, 96, 128]
-    for prompt, gen in zip(prompts, gens):
-        assert len(gen.token_ids) == 40
-        logp_TV = _full_logprobs(model, prompt + gen.token_ids)
-        for i, token in enumerate(gen.token_ids):
-            row_V = logp_TV[len(prompt) - 1 + i]
-            assert token == int(row_V.argmax())
-            assert abs(gen.logprobs[i] - row_V[token]) < 1e-5
-    # sampled, with rows finishing at different steps (row 1 inside the first phase)
-    seeded = SamplingConfig(temperature=1.0, max_new_tokens=40, seed=3)
-    sampled = sampler.generate(prompts, seeded, budgets=[40, 5])
-    phases.clear()
-    monkeypatch.setattr(sampler, "_kv_len", lambda needed: sampler.max_cache_len)
-    for phased, one_phase in ((gens, sampler.generate(prompts, sampling)),
-                              (sampled, sampler.generate(prompts, seeded, budgets=[40, 5]))):
-        for a, b in zip(phased, one_phase):
-            assert a.token_ids == b.token_ids and a.finish_reason == b.finish_reason
-            np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-5)
-            np.testing.assert_allclose(a.sampling_logprobs, b.sampling_logprobs, atol=1e-5)
-    assert phases == [160, 160]
-    assert [len(g.token_ids) for g in sampled] == [40, 5]
-
-
-def test_multi_turn_continue_across_kv_len_buckets():
-    config = ModelConfig.tiny()
-    model = Decoder(config, rngs=nnx.Rngs(3))
-    sampler = Sampler(model, config, max_cache_len=200, pad_id=0)
-    greedy = SamplingConfig(temperature=0.0, max_new_tokens=30)
-    prompts = [list(range(5, 55)), [4, 8, 15]]
-    # row 0: 50 -> 80 tokens in turn 1; turn 2 resumes past 96 and ends past 128
-    appended = [list(range(100, 125)), [16, 23]]
-    turn1, turn2, state = _two_turns_equal_one_prompt(sampler, prompts, appended, greedy)
-    assert state.lengths() == [len(prompts[0]) + 30 + 25 + 30, len(prompts[1]) + 30 + 2 + 30]
-    # row 0 (135 tokens) is fed but idle while row 1 decodes in a 96-slot phase: the slots
-    # past 96 of row 0 survive the phase, and its next turn equals the whole history
-    _, state = sampler.continue_(state, [[7], [8]], greedy, budgets=[0, 20])
-    (turn4, _), _ = sampler.continue_(state, [[9], []], greedy, budgets=[30, 0])
-    whole = prompts[0] + turn1[0].token_ids + appended[0] + turn2[0].token_ids + [7, 9]
-    again = sampler.generate([whole], greedy)[0]
-    assert turn4.token_ids == again.token_ids
-    np.testing.assert_allclose(turn4.logprobs, again.logprobs, atol=1e-5)
 
 
 def test_stream_yields_the_same_tokens_as_generate(tiny):
