@@ -262,10 +262,11 @@ class Sampler:
             pad_id=self.pad_id, num_steps=num_steps, kv_len=self._kv_len(longest + 1))
 
     def _kv_len(self, needed: int) -> int:
-        """The static number of cache slots attention reads: a power of two (>= 256) covering
+        """The static number of cache slots attention reads: a power of two (>= 128) covering
         `needed`, at most max_cache_len, so a few programs compile and short conversations
-        do not pay for the whole cache."""
-        return min(_bucket(needed, 256), self.max_cache_len)
+        do not pay for the whole cache (a 16 x 128-token prefill over 128 slots took 2.84 s
+        against 3.06 s over 256, SmolLM2-135M fp32 on 2 cores)."""
+        return min(_bucket(needed, 128), self.max_cache_len)
 
     def _finish(self, cache, out, feeds, state, lengths_B, sampling):
         """Generations from the loop's buffers, cut at stop strings, with the cache rolled back."""
