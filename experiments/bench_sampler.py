@@ -138,7 +138,8 @@ def main() -> None:
     for batch, first, steady, torch_s, agree in rows:
         ours, theirs = batch * tokens / steady, batch * tokens / torch_s
         print(f"{batch:>5} | {ours:>12.1f} | {theirs:>11.1f} | {ours / theirs:>6.2f}x | "
-              f"{first:>17.2f} | {steady:>8.2f} | {torch_s:>7.2f} | {agree:>10.0%}")
+              f"{first:>17.2f} | {steady:>8.2f} | {torch_s:>7.2f} | "
+              f"{'-' if np.isnan(agree) else format(agree, '.0%'):>10}")
     batch1 = rows[0]
     print(f"\nsingle sequence, per token: awmjax generate {1e3 * batch1[2] / tokens:.1f} ms, "
           f"awmjax stream {1e3 * stream_latency(sampler, prompts[0], 32):.1f} ms, "
