@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import time
 import tomllib
 from collections import Counter
@@ -45,7 +46,10 @@ def run(args) -> int:
     from envgen.catalog import Catalog
 
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    previous = _set_aside(out)
+    if previous is not None:
+        print(f"the last run in {out} was moved to {previous}: every phase starts afresh")
+    out.mkdir(parents=True)
     doc = tomllib.loads(Path(args.config).read_text(encoding="utf-8"))
     policy = "tiny-random" if args.quick else args.policy
     n_worlds, n_eval = (40, 4) if args.quick else (args.worlds, args.eval_tasks)
@@ -118,6 +122,25 @@ def run(args) -> int:
     print(f"run folder: {out}  (config.json, summary.json, sft/, grpo/ with checkpoints and metrics, "
           f"eval/*/transcripts/)")
     return 0
+
+
+def _set_aside(out: Path) -> Path | None:
+    """Move a previous run's folder to `<out>.previous` (replacing an older one there), so this
+    run starts from nothing: the GRPO trainer resumes from checkpoints it finds in its folder,
+    and would otherwise pick up the last run's steps after a new SFT policy (a second
+    `make demo` then skipped GRPO and evaluated the old policy). Returns where it went."""
+    if not out.exists():
+        return None
+    if not out.is_dir():
+        raise SystemExit(f"demo --out {out}: exists and is not a folder; pass another --out")
+    if not any(out.iterdir()):
+        out.rmdir()
+        return None
+    previous = out.with_name(out.name + ".previous")
+    if previous.exists():
+        shutil.rmtree(previous)
+    out.rename(previous)
+    return previous
 
 
 def _eval_worlds(held_out, n_tasks: int):

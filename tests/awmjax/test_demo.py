@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -61,3 +63,24 @@ def test_a_training_run_folder_loads_from_its_latest_checkpoint(tmp_path):
     restored, _, _ = load_policy(str(run))
     for a, b in zip(jax.tree.leaves(nnx.state(exported)), jax.tree.leaves(nnx.state(restored))):
         np.testing.assert_array_equal(2 * np.asarray(a), np.asarray(b))
+
+
+def test_a_new_demo_run_sets_the_last_one_aside(tmp_path):
+    """The trainer resumes from checkpoints in its folder: a second demo into the same --out
+    must not find the first run's, and the first run is kept, not deleted."""
+    from experiments.demo import _set_aside
+
+    out = tmp_path / "demo"
+    assert _set_aside(out) is None  # nothing there yet
+    (out / "grpo" / "checkpoints" / "2").mkdir(parents=True)
+    (out / "summary.json").write_text("{}")
+    previous = _set_aside(out)
+    assert previous == tmp_path / "demo.previous" and not out.exists()
+    assert (previous / "grpo" / "checkpoints" / "2").is_dir()
+    out.mkdir()
+    (out / "summary.json").write_text('{"run": 2}')
+    assert _set_aside(out) == previous  # the older one is replaced
+    assert (previous / "summary.json").read_text() == '{"run": 2}' and not (previous / "grpo").exists()
+    out.write_text("not a folder")
+    with pytest.raises(SystemExit, match="not a folder"):
+        _set_aside(out)
