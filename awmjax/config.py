@@ -3,7 +3,8 @@
     [train]    catalog, split, out, policy, steps, tasks_per_step, group_size, ...
     [rollout]  max_turns, max_context, max_new_tokens, history_window, surface, system_prompt,
                tool_schema (full | lean: the listing without value constraints | brief: names, types and
-               descriptions only), observation_chars
+               descriptions only), observation_chars, constrain_calls (tool calls decoded under the tools'
+               JSON schemas: awmjax/constrain.py)
     [sampling] temperature, top_k, top_p, seed
     [grpo]     advantage, clip_low, clip_high, importance, kl_coef
     [reward]   complete, partial, incomplete, format_error, env_error

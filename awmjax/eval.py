@@ -117,7 +117,9 @@ class EvalReport:
         """The printed table: one row for all tasks, then by difficulty and by task type."""
         head = f"{'':<22}{'n':>5}" + "".join(f"{RATE_NAMES[o]:>22}" for o in EPISODE_OUTCOMES) + f"{'turns':>18}{'tool calls':>18}"
         lines = [f"policy {self.policy}  split {self.split}  surface {self.surface}  history window "
-                 f"{self.history_window if self.history_window is not None else 'full'}  ({self.seconds:.1f}s)", head]
+                 f"{self.history_window if self.history_window is not None else 'full'}"
+                 + ("  calls constrained to the tools' schemas" if self.settings.get("constrain_calls") else "")
+                 + f"  ({self.seconds:.1f}s)", head]
 
         def row(name: str, s: Summary) -> str:
             cells = "".join(f"{_pct(s.rates[o], s.intervals[o]):>22}" for o in EPISODE_OUTCOMES)
@@ -207,7 +209,7 @@ def evaluate(
         seconds=time.perf_counter() - t0, episodes=results,
         settings={"max_turns": rollout.max_turns, "max_new_tokens": rollout.max_new_tokens,
                   "temperature": sampling.temperature, "top_p": sampling.top_p, "seed": sampling.seed,
-                  "tasks": len(items)},
+                  "tasks": len(items), "constrain_calls": rollout.constrain_calls},
     )
 
 

@@ -20,7 +20,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
 
-from awmjax.chat import TOOL_SCHEMAS, ChatConfig, Conversation
+from awmjax.chat import TOOL_SCHEMAS, ChatConfig, Conversation, surface_tools
+from awmjax.constrain import CallConstraint, call_grammar
 from awmjax.sampling import SamplingConfig
 from awmjax.tokenizer import Tokenizer
 
@@ -46,6 +47,9 @@ class RolloutConfig:
     system_prompt: str | None = None
     tool_schema: str = "full"  # "lean": no value constraints; "brief": names, types, descriptions (chat.ChatConfig)
     observation_chars: int = 16_000  # a tool result longer than this is cut, with a marker saying so
+    # decode tool calls under the tools' JSON schemas (constrain.py): a call names a listed tool
+    # with arguments its schema accepts; free-text answers are untouched. awmjax sampler only.
+    constrain_calls: bool = False
 
     def __post_init__(self):
         if self.max_turns < 1:
@@ -124,6 +128,10 @@ def run_episodes(
     # a policy with a KV cache (the Sampler) continues each episode from its cache while the
     # history window has not cut anything, instead of prefilling the whole prompt every turn
     cache = _EpisodeCache(policy, len(results)) if all(hasattr(policy, m) for m in ("start", "continue_", "reset_rows")) else None
+    grammars = _call_grammars(policy, tokenizer, items, cfg) if cfg.constrain_calls else None
+    if cfg.constrain_calls and (grammars is None or cache is None):
+        raise ValueError("rollout.constrain_calls = true needs the awmjax sampler as the policy (an endpoint or "
+                         "scripted policy decodes elsewhere); set constrain_calls = false for this policy")
     while active:
         prompts, budgets, live = [], [], []
         for i in active:
@@ -143,7 +151,8 @@ def run_episodes(
             break
         row_ids = None if episode_ids is None else [episode_ids[i] * cfg.max_turns + results[i].turns for i in live]
         if cache is not None:
-            gens = cache.generate(live, prompts, budgets, sampling, row_ids)
+            cons = None if grammars is None else [CallConstraint(grammars[i]) for i in live]
+            gens = cache.generate(live, prompts, budgets, sampling, row_ids, cons)
         elif row_ids is None:
             gens = policy.generate(prompts, sampling, budgets=budgets)
         else:
@@ -196,7 +205,7 @@ class _EpisodeCache:
         self.held: list[list[int]] = [[] for _ in range(rows)]  # tokens row i's cache stands for
 
     def generate(self, live: list[int], prompts: list[list[int]], budgets: list[int], sampling: SamplingConfig,
-                 row_ids: list[int] | None) -> list:
+                 row_ids: list[int] | None, constraints: list | None = None) -> list:
         prompt_of = dict(zip(live, prompts))
         budget_all = [0] * self.rows
         for i, b in zip(live, budgets):
@@ -215,12 +224,28 @@ class _EpisodeCache:
             for i in cut:
                 self.held[i] = []
         appended = [prompt_of[i][len(self.held[i]):] if i in prompt_of else [] for i in range(self.rows)]
-        gens, self.state = self.sampler.continue_(state, appended, sampling, budgets=budget_all, row_ids=ids_all)
+        cons_all = None
+        if constraints is not None:
+            cons_all = [None] * self.rows
+            for i, c in zip(live, constraints):
+                cons_all[i] = c
+        gens, self.state = self.sampler.continue_(state, appended, sampling, budgets=budget_all, row_ids=ids_all,
+                                                  constraints=cons_all)
         out = []
         for i in live:
             self.held[i] = list(prompt_of[i]) + list(gens[i].token_ids)
             out.append(gens[i])
         return out
+
+
+def _call_grammars(policy, tokenizer: Tokenizer, items, cfg: RolloutConfig) -> list | None:
+    """Per episode, the CallGrammar of the tools its policy sees (None: the policy has no model
+    vocabulary to mask, and run_episodes says so)."""
+    model_cfg = getattr(policy, "config", None)
+    if model_cfg is None or not hasattr(model_cfg, "vocab_size"):
+        return None
+    return [call_grammar(tokenizer, surface_tools([t.openai_spec() for t in world.tools], cfg.surface),
+                         model_cfg.vocab_size) for world, _, _ in items]
 
 
 @dataclass

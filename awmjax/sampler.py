@@ -17,7 +17,7 @@ from awmjax.model.decoder import Decoder
 from awmjax.model.kv_cache import KVCache
 from awmjax.model.out_in import OutInWeights
 from awmjax.model.sharding import logical_to_spec
-from awmjax.sampling import SamplingConfig, choose_tokens
+from awmjax.sampling import SamplingConfig, choose_tokens, model_logprobs
 
 __all__ = ["DecodeState", "Generation", "Sampler", "SamplingConfig"]
 
@@ -128,21 +128,25 @@ class Sampler:
 
     def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingConfig, *,
                  budgets: Sequence[int] | None = None,
-                 row_ids: Sequence[int] | None = None) -> list[Generation]:
+                 row_ids: Sequence[int] | None = None,
+                 constraints: Sequence | None = None) -> list[Generation]:
         """One completion per prompt."""
         generations, _ = self.continue_(self.start(prompts), None, sampling, budgets=budgets,
-                                        row_ids=row_ids)
+                                        row_ids=row_ids, constraints=constraints)
         return generations
 
     def continue_(self, state: DecodeState, appended: Sequence[Sequence[int]] | None,
                   sampling: SamplingConfig, *, budgets: Sequence[int] | None = None,
-                  row_ids: Sequence[int] | None = None) -> tuple[list[Generation], DecodeState]:
+                  row_ids: Sequence[int] | None = None,
+                  constraints: Sequence | None = None) -> tuple[list[Generation], DecodeState]:
         """Prefill appended tokens (e.g. tool responses) after each row's cache, then generate.
 
         `state` is consumed (its cache buffers are reused). budgets[b] caps row b's new tokens;
         give 0 to leave a finished conversation untouched. row_ids[b] (default b) names row b's
         random stream, so a row samples the same tokens whatever else shares the batch (a
         multi-process run splits a batch and still samples what one process would).
+        constraints[b] (a constrain.CallConstraint, or None) keeps row b's tool calls inside its
+        tools' schemas; with any given, decoding steps from the host, one masked step at a time.
         """
         rows = state.num_rows
         appended = appended if appended is not None else [()] * rows
@@ -159,6 +163,11 @@ class Sampler:
             if not feed and budgets[b] > 0:
                 raise ValueError(f"conversation {b} has no tokens to continue from; append some "
                                  "or give it budget 0")
+        if constraints is not None and len(constraints) != rows:
+            raise ValueError(f"continue_: got {len(constraints)} constraints for {rows} conversations")
+        cons_B = list(constraints or ()) + [None] * (len(start_lengths) - len(constraints or ()))
+        if not any(c is not None for c in cons_B):
+            cons_B = None
         ids_B = np.arange(state.cache.lengths_B.shape[0])
         if row_ids is not None:
             if len(row_ids) != rows:
@@ -171,14 +180,15 @@ class Sampler:
         busy = [bool(budgets[b] > 0 or appended[b]) for b in range(rows)]
         work = None if self.mesh is not None else self._rows_to_run(busy, len(start_lengths))
         if work is None:
-            cache, lengths_B, out = self._run(state.cache, feeds, budgets, sampling, state.turn, ids_B)
+            cache, lengths_B, out = self._run(state.cache, feeds, budgets, sampling, state.turn, ids_B,
+                                              cons_B)
         else:
             idx = jnp.asarray(work)
             sub_feeds = [feeds[b] if b < rows and busy[b] else [] for b in work]
             sub_budgets = [budgets[b] if b < rows else 0 for b in work]
             sub_cache, sub_lengths, sub_out = self._run(
                 _take_rows(state.cache, idx), sub_feeds, sub_budgets, sampling, state.turn,
-                ids_B[work])
+                ids_B[work], None if cons_B is None else [cons_B[b] for b in work])
             cache = _put_rows(state.cache, sub_cache, idx)
             # idle rows count as fed, so _finish takes their pending token back out as usual
             lengths_B = start_lengths + np.asarray([len(f) for f in feeds] +
@@ -201,7 +211,7 @@ class Sampler:
         taken = set(busy)
         return busy + [b for b in range(batch) if b not in taken][: size - len(busy)]
 
-    def _run(self, cache, feeds, budgets, sampling, turn, ids_B):
+    def _run(self, cache, feeds, budgets, sampling, turn, ids_B, cons_B=None):
         """Prefill and decode one batch: (cache, lengths after prefill, decode outputs)."""
         cache, h_BD = self._prefill(cache, feeds)
         lengths_B = np.asarray(cache.lengths_B)
@@ -209,7 +219,7 @@ class Sampler:
         for b in range(len(budgets)):
             room = self.max_cache_len - int(lengths_B[b])
             budget_B[b] = max(0, min(int(budgets[b]), sampling.max_new_tokens, room))
-        cache, out = self._decode(cache, h_BD, budget_B, sampling, turn, ids_B)
+        cache, out = self._decode(cache, h_BD, budget_B, sampling, turn, ids_B, cons_B)
         return cache, lengths_B, out
 
     def _prefill(self, cache: KVCache, feeds: list[list[int]]) -> tuple[KVCache, jax.Array]:
@@ -245,7 +255,7 @@ class Sampler:
             h_BD = h_BD.at[idx].set(sub_h)
         return cache, h_BD
 
-    def _decode(self, cache, h_BD, budget_B, sampling: SamplingConfig, turn: int, ids_B):
+    def _decode(self, cache, h_BD, budget_B, sampling: SamplingConfig, turn: int, ids_B, cons_B=None):
         greedy, top_k = sampling.mode(self.config.vocab_size)
         stop_ids = list(sampling.stop_token_ids)
         stop_S = np.full(_bucket(len(stop_ids), _MIN_STOP_IDS), -1, np.int32)
@@ -254,12 +264,50 @@ class Sampler:
         keys_B = _row_keys(key, ids_B)
         num_steps = _bucket(sampling.max_new_tokens, _MIN_STEPS)
         longest = int(np.asarray(cache.lengths_B).max()) + int(np.max(budget_B, initial=0))
+        if cons_B is not None:
+            consts = (jnp.asarray(budget_B), jnp.asarray(stop_S),
+                      jnp.float32(max(sampling.temperature, 1e-6)), jnp.float32(sampling.top_p),
+                      jnp.int32(sampling.max_new_tokens), keys_B)
+            return self._decode_masked(cache, h_BD, budget_B, consts, cons_B, num_steps,
+                                       greedy=greedy, top_k=top_k, kv_len=self._kv_len(longest + 1),
+                                       max_new=sampling.max_new_tokens)
         return _decode_loop(
             self.graphdef, self.params, self.out_in, cache, h_BD, jnp.asarray(budget_B),
             jnp.asarray(stop_S),
             jnp.float32(max(sampling.temperature, 1e-6)), jnp.float32(sampling.top_p),
             jnp.int32(sampling.max_new_tokens), keys_B, greedy=greedy, top_k=top_k,
             pad_id=self.pad_id, num_steps=num_steps, kv_len=self._kv_len(longest + 1))
+
+    def _decode_masked(self, cache, h_BD, budget_B, consts, cons_B, num_steps, *, greedy, top_k,
+                       kv_len, max_new):
+        """The decode loop stepped from the host: before each step every constrained row's
+        mask comes from its CallConstraint, which then reads the token the row took. Returns
+        what _decode_loop returns."""
+        B, V = h_BD.shape[0], self.config.vocab_size
+        free_V = np.ones(V, bool)
+        active = np.asarray(budget_B) > 0
+        active_B, count_B = jnp.asarray(active), jnp.zeros(B, jnp.int32)
+        reason = np.full(B, _LENGTH if max_new <= 0 else _BUDGET, np.int32)
+        tokens = np.full((B, num_steps), self.pad_id, np.int32)
+        logp, slogp = np.zeros((B, num_steps), np.float32), np.zeros((B, num_steps), np.float32)
+        for step in range(num_steps):
+            if not active.any():
+                break
+            mask_BV = np.stack([c.mask() if c is not None and active[b] else free_V
+                                for b, c in enumerate(cons_B)])
+            cache, h_BD, active_B, count_B, token_B, logp_B, slogp_B, reason_B = _single_step(
+                self.graphdef, self.params, self.out_in, cache, h_BD, active_B, count_B,
+                jnp.int32(step), consts, jnp.asarray(mask_BV), greedy=greedy, top_k=top_k,
+                pad_id=self.pad_id, kv_len=kv_len)
+            token = np.asarray(token_B)
+            tokens[:, step], logp[:, step], slogp[:, step] = token, np.asarray(logp_B), np.asarray(slogp_B)
+            for b, c in enumerate(cons_B):
+                if c is not None and active[b]:
+                    c.advance(token[b])
+            new_reason = np.asarray(reason_B)
+            reason = np.where(new_reason >= 0, new_reason, reason)
+            active = np.asarray(active_B)
+        return cache, (tokens, logp, slogp, np.asarray(count_B), reason)
 
     def _kv_len(self, needed: int) -> int:
         """The static number of cache slots attention reads: a power of two (>= 128) covering
@@ -383,13 +431,20 @@ def _out_in_weights(graphdef, params) -> OutInWeights:
 
 
 def _step(model: Decoder, out_in, cache, h_BD, active_B, count_B, step, consts, *, greedy, top_k,
-          pad_id, kv_len=None):
-    """Choose each active row's next token from h_BD, then feed it through the model."""
+          pad_id, kv_len=None, mask_BV=None):
+    """Choose each active row's next token from h_BD, then feed it through the model.
+    mask_BV (constrained calls): only its True tokens may be chosen; the returned model
+    log-probability is still the unmasked model's, as the trainer recomputes it."""
     budget_B, stop_S, temperature, top_p, max_new, row_keys_B = consts
     keys_B = jax.vmap(lambda k: jax.random.fold_in(k, step))(row_keys_B)
     logits_BV = model.logits(h_BD, few_rows=out_in is not None)
-    token_B, logp_B, slogp_B = choose_tokens(logits_BV, keys_B, temperature, top_p,
-                                             greedy=greedy, top_k=top_k)
+    if mask_BV is None:
+        token_B, logp_B, slogp_B = choose_tokens(logits_BV, keys_B, temperature, top_p,
+                                                 greedy=greedy, top_k=top_k)
+    else:
+        token_B, _, slogp_B = choose_tokens(jnp.where(mask_BV, logits_BV, -jnp.inf), keys_B,
+                                            temperature, top_p, greedy=greedy, top_k=top_k)
+        logp_B = model_logprobs(logits_BV, token_B)
     token_B = jnp.where(active_B, token_B, pad_id)
     count_B = count_B + active_B
     stop_B = active_B & jnp.isin(token_B, stop_S)
@@ -405,13 +460,13 @@ def _step(model: Decoder, out_in, cache, h_BD, active_B, count_B, step, consts, 
     return cache, h_B1D[:, 0], active_B, count_B, token_B, logp_B, slogp_B, reason_B
 
 
-@functools.partial(jax.jit, static_argnums=0, static_argnames=("greedy", "top_k", "pad_id"),
-                   donate_argnums=3)
-def _single_step(graphdef, params, out_in, cache, h_BD, active_B, count_B, step, consts, *,
-                 greedy, top_k, pad_id):
-    """One decode step, for streaming."""
+@functools.partial(jax.jit, static_argnums=0,
+                   static_argnames=("greedy", "top_k", "pad_id", "kv_len"), donate_argnums=3)
+def _single_step(graphdef, params, out_in, cache, h_BD, active_B, count_B, step, consts,
+                 mask_BV=None, *, greedy, top_k, pad_id, kv_len=None):
+    """One decode step, for streaming and for constrained calls (mask_BV)."""
     return _step(nnx.merge(graphdef, params), out_in, cache, h_BD, active_B, count_B, step,
-                 consts, greedy=greedy, top_k=top_k, pad_id=pad_id)
+                 consts, greedy=greedy, top_k=top_k, pad_id=pad_id, kv_len=kv_len, mask_BV=mask_BV)
 
 
 def _row_keys(key, ids_B) -> jax.Array:

@@ -85,6 +85,12 @@ def choose_tokens(logits_BV: jax.Array, keys_B: jax.Array, temperature: jax.Arra
     return tokens_B.astype(jnp.int32), model_logp_B, sampling_logp_B
 
 
+def model_logprobs(logits_BV: jax.Array, tokens_B: jax.Array) -> jax.Array:
+    """log p(token) under the logits themselves (temperature 1, no cuts or masks)."""
+    logits_BV = logits_BV.astype(jnp.float32)
+    return _pick(logits_BV, tokens_B) - _logsumexp(logits_BV)
+
+
 def _pick(values_BV: jax.Array, tokens_B: jax.Array) -> jax.Array:
     return jnp.take_along_axis(values_BV, tokens_B[:, None], axis=1)[:, 0]
 

@@ -17,12 +17,11 @@ fewer tokens.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -121,9 +120,9 @@ def gold_episodes(tokenizer, pool, worlds: Sequence[Any], rollout: RolloutConfig
     rng = random.Random(seed)
     jobs = [(w, t) for _ in range(phrasings) for w in worlds for t in w.tasks if t.gold]
     if shuffle_tools:
-        jobs = [(dataclasses.replace(w, tools=tuple(rng.sample(w.tools, len(w.tools)))), t) for w, t in jobs]
+        jobs = [(replace(w, tools=tuple(rng.sample(w.tools, len(w.tools)))), t) for w, t in jobs]
     longest = max((len(t.gold) for _, t in jobs), default=0) + 2  # the calls, list_tools on mcp, the answer
-    rollout = dataclasses.replace(rollout, max_turns=max(rollout.max_turns, longest))
+    rollout = replace(rollout, max_turns=max(rollout.max_turns, longest))
     dropped = {"no_gold": sum(1 for w in worlds for t in w.tasks if not t.gold), "not_complete": 0}
     kept: list[EpisodeResult] = []
     sampling = SamplingConfig(temperature=0.0, max_new_tokens=rollout.max_new_tokens)
@@ -142,7 +141,9 @@ def gold_episodes(tokenizer, pool, worlds: Sequence[Any], rollout: RolloutConfig
                                           rollout.tool_schema),
                     gold_turns(t, rollout.surface, rng)) for w, t in chunk]
         policy = ScriptedPolicy(tokenizer, scripts)
-        results = run_episodes(policy, tokenizer, pool, [(w, t, i) for i, (w, t) in enumerate(chunk)], rollout, sampling)
+        # the gold turns are scripted, not decoded: nothing to constrain
+        results = run_episodes(policy, tokenizer, pool, [(w, t, i) for i, (w, t) in enumerate(chunk)],
+                               replace(rollout, constrain_calls=False), sampling)
         for r in results:
             if r.outcome == "complete":
                 kept.append(r)

@@ -31,6 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch", type=int, default=32, help="episodes run at once")
+    p.add_argument("--constrain-calls", action="store_true",
+                   help="decode tool calls under the tools' JSON schemas (a listed tool, arguments its schema "
+                        "accepts); the awmjax sampler only, not --base-url")
     p.add_argument("--out", help="report folder (default runs/eval/<policy>-<split>)")
     p.set_defaults(handler=cmd_eval, noun_parser=p)
 
@@ -43,6 +46,9 @@ def cmd_eval(args) -> int:
     from awmjax.sampling import SamplingConfig
     from envgen.catalog import Catalog, CatalogError
 
+    if args.constrain_calls and args.base_url:
+        raise CliError("--constrain-calls masks tokens in the awmjax sampler, and an endpoint decodes on its own "
+                       "server: drop --constrain-calls with --base-url (or use the server's own structured output)")
     try:
         catalog = Catalog.open(args.worlds)
         worlds = list(catalog.worlds(args.split))
@@ -52,7 +58,8 @@ def cmd_eval(args) -> int:
         raise CliError(f"split {args.split!r} of {args.worlds} has no worlds; splits: {', '.join(catalog.index['splits'])}")
     try:
         rollout = RolloutConfig(max_turns=args.max_turns, max_context=args.max_context, max_new_tokens=args.max_new_tokens,
-                                history_window=args.history_window or None, surface=args.surface)
+                                history_window=args.history_window or None, surface=args.surface,
+                                constrain_calls=args.constrain_calls)
     except ValueError as e:
         raise CliError(str(e)) from None
     policy, tok, name = _policy(args)
