@@ -26,13 +26,18 @@ def plot_run(run: Path) -> Path:
     ]
     fig, axes = plt.subplots(2, 3, figsize=(14, 7))
     for ax, (title, keys) in zip(axes.flat, panels):
+        plotted = False
         for k in keys:
             ys = [r.get(k) for r in rows]
             if any(y is not None for y in ys):
                 ax.plot(steps, [float("nan") if y is None else y for y in ys], marker=".", label=k)
+                plotted = True
         ax.set_title(title)
         ax.set_xlabel("step")
-        ax.legend(fontsize=7)
+        if plotted:
+            ax.legend(fontsize=7)
+        else:  # e.g. no step updated: every group's rewards were equal, so there is no loss to show
+            ax.text(0.5, 0.5, "not recorded in this run", ha="center", va="center", transform=ax.transAxes)
     return save_figure(fig, run / "curves.png")
 
 

@@ -115,6 +115,10 @@ def run(args) -> int:
     print(f"\nheld-out completion: before {100 * before.completion:.1f}% -> after {100 * after.completion:.1f}% "
           f"(SFT alone {100 * after_sft.completion:.1f}%; {before.overall.episodes} tasks on "
           f"{len(eval_worlds)} unseen worlds)")
+    if cfg.rollout.constrain_calls:
+        print("every phase decoded tool calls under the tools' JSON schemas (rollout.constrain_calls): a call names "
+              "a listed tool with arguments its schema accepts; which tool, which values, and when to answer are "
+              "the policy's")
     pngs = _plots(out, [("untrained", before), ("after SFT", after_sft), ("after SFT + GRPO", after)])
     print("plots: " + ", ".join(str(p) for p in pngs))
     print("phase wall times: " + ", ".join(f"{name} {secs:.0f}s" for name, secs in phases)
@@ -172,7 +176,10 @@ def _evaluate(source: str, cfg, worlds, limit: int, out: Path, *, quick: bool):
     from awmjax.sampling import SamplingConfig
 
     model, model_cfg, tok = load_policy(source, dtype=cfg.train.dtype, seed=cfg.train.seed)
-    sampler = Sampler(model, model_cfg, max_cache_len=cfg.rollout.max_context, pad_id=tok.pad_id, decode_fn=tok.decode)
+    # prefill in chunks of 128: a long tool response in one row then pads the others' chunk less
+    # (a held-out evaluation of the SFT policy: 214 s against 256 s with chunks of 256, same tokens)
+    sampler = Sampler(model, model_cfg, max_cache_len=cfg.rollout.max_context, pad_id=tok.pad_id, decode_fn=tok.decode,
+                      prefill_chunk=128)
     sampling = SamplingConfig(temperature=0.0, max_new_tokens=cfg.rollout.max_new_tokens,
                               stop_token_ids=tuple(tok.stop_token_ids))
     name = {"tiny-random": "tiny-random", "embedded": "embedded SmolLM2-135M-Instruct"}.get(source, source)
