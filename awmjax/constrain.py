@@ -31,6 +31,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from awmjax.tokenizer import _byte_alphabet as byte_alphabet
+
 __all__ = ["CallConstraint", "CallGrammar", "TokenTable", "advance", "call_grammar"]
 
 OPEN = b"<tool_call>"
@@ -73,7 +75,7 @@ _ANY = _Schema(frozenset(), None, None, frozenset(), 0)
 #   ("obj", schema, used, phase)        an object: keys used so far, where in it we are
 #   ("arr", items, phase)    an array of items
 #   ("value", schema)        a value of that schema starts here
-#   ("str", esc)             inside a string (esc: 0, after a backslash 1, in \\uXXXX 2-5)
+#   ("str", esc)             inside a string (esc: 0; after a backslash: 1; in a \uXXXX escape: 2-5)
 #   ("num", phase, integer, digits)  a number (an integer counts its digits)
 
 
@@ -298,7 +300,7 @@ class TokenTable:
         self.vocab_size = vocab_size
         self.stop_ids = tuple(tokenizer.stop_token_ids)
         added = backend.get_added_tokens_decoder()
-        byte_of = {ch: b for b, ch in _byte_alphabet().items()}
+        byte_of = {ch: b for b, ch in byte_alphabet().items()}
         self.bytes: list[bytes | None] = [None] * vocab_size
         for i in range(tokenizer.vocab_size):
             if i in added:  # special tokens are never written inside a turn; others are text
@@ -335,11 +337,9 @@ def _trie(tokens) -> list:
     return root
 
 
-def _walk(grammar, node, state: tuple, allowed: np.ndarray, root: bool = False) -> None:
-    """Mark the tokens under a trie node (its children dict, with root=True) that the automaton
-    accepts from `state`."""
-    children = node if root else node[0]
-    for b, child in children.items():
+def _walk(grammar, node, state: tuple, allowed: np.ndarray) -> None:
+    """Mark the tokens under a trie node that the automaton accepts from `state`."""
+    for b, child in node[0].items():
         s = advance(grammar, state, b)
         if s is None:
             continue
@@ -347,11 +347,6 @@ def _walk(grammar, node, state: tuple, allowed: np.ndarray, root: bool = False) 
             allowed[child[1]] = True
         if child[0]:
             _walk(grammar, child, s, allowed)
-
-
-def _byte_alphabet() -> dict[int, str]:
-    from awmjax.tokenizer import _byte_alphabet as alphabet
-    return alphabet()
 
 
 # ---- grammar and per-row constraint -------------------------------------------------------------
@@ -453,8 +448,8 @@ class CallGrammar:
             nxt = OPEN[top[1]] if top[1] else -1
             allowed |= t.text & ~t.has_lt & (t.first != nxt)
             _walk(self, t.trie_lt, state, allowed)
-            if nxt >= 0 and nxt in t.trie[0]:
-                _walk(self, {nxt: t.trie[0][nxt]}, state, allowed, root=True)
+            if nxt >= 0 and nxt in t.trie[0]:  # the tokens that start with the marker's next byte
+                _walk(self, [{nxt: t.trie[0][nxt]}, []], state, allowed)
         elif top == ("str", 0):
             allowed |= t.plain_str  # plain characters leave a string a string
             _walk(self, t.trie_str, state, allowed)

@@ -264,19 +264,17 @@ class Sampler:
         keys_B = _row_keys(key, ids_B)
         num_steps = _bucket(sampling.max_new_tokens, _MIN_STEPS)
         longest = int(np.asarray(cache.lengths_B).max()) + int(np.max(budget_B, initial=0))
+        kv_len = self._kv_len(longest + 1)
+        consts = (jnp.asarray(budget_B), jnp.asarray(stop_S),
+                  jnp.float32(max(sampling.temperature, 1e-6)), jnp.float32(sampling.top_p),
+                  jnp.int32(sampling.max_new_tokens), keys_B)
         if cons_B is not None:
-            consts = (jnp.asarray(budget_B), jnp.asarray(stop_S),
-                      jnp.float32(max(sampling.temperature, 1e-6)), jnp.float32(sampling.top_p),
-                      jnp.int32(sampling.max_new_tokens), keys_B)
             return self._decode_masked(cache, h_BD, budget_B, consts, cons_B, num_steps,
-                                       greedy=greedy, top_k=top_k, kv_len=self._kv_len(longest + 1),
+                                       greedy=greedy, top_k=top_k, kv_len=kv_len,
                                        max_new=sampling.max_new_tokens)
-        return _decode_loop(
-            self.graphdef, self.params, self.out_in, cache, h_BD, jnp.asarray(budget_B),
-            jnp.asarray(stop_S),
-            jnp.float32(max(sampling.temperature, 1e-6)), jnp.float32(sampling.top_p),
-            jnp.int32(sampling.max_new_tokens), keys_B, greedy=greedy, top_k=top_k,
-            pad_id=self.pad_id, num_steps=num_steps, kv_len=self._kv_len(longest + 1))
+        return _decode_loop(self.graphdef, self.params, self.out_in, cache, h_BD, *consts,
+                            greedy=greedy, top_k=top_k, pad_id=self.pad_id, num_steps=num_steps,
+                            kv_len=kv_len)
 
     def _decode_masked(self, cache, h_BD, budget_B, consts, cons_B, num_steps, *, greedy, top_k,
                        kv_len, max_new):

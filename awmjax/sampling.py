@@ -81,8 +81,7 @@ def choose_tokens(logits_BV: jax.Array, keys_B: jax.Array, temperature: jax.Arra
         uniform_B = jax.vmap(lambda k: jax.random.uniform(k, (), jnp.float32))(keys_B)
         tokens_B, total_B = _inverse_cdf(weights_BV, uniform_B)
         sampling_logp_B = (_pick(scaled_BV, tokens_B) - max_B1[:, 0]) - jnp.log(total_B)
-    model_logp_B = _pick(logits_BV, tokens_B) - _logsumexp(logits_BV)
-    return tokens_B.astype(jnp.int32), model_logp_B, sampling_logp_B
+    return tokens_B.astype(jnp.int32), model_logprobs(logits_BV, tokens_B), sampling_logp_B
 
 
 def model_logprobs(logits_BV: jax.Array, tokens_B: jax.Array) -> jax.Array:
