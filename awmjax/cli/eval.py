@@ -23,8 +23,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--base-url", help="an OpenAI-compatible endpoint (e.g. http://localhost:8000/v1); key from $OPENAI_API_KEY")
     p.add_argument("--model", help="the endpoint's model name (with --base-url; default: --policy)")
     p.add_argument("--surface", choices=("direct", "mcp"), default="direct", help="tool surface (default direct)")
+    p.add_argument("--tool-schema", choices=("full", "lean", "brief"), default="full",
+                   help="how the system turn lists the tools: full JSON schemas, lean (no value constraints) or "
+                        "brief (names, types, descriptions); use the listing the policy was trained with "
+                        "(default full; make demo trains with brief)")
     p.add_argument("--history-window", type=int, default=3, help="history limit w (0: full history; default 3)")
-    p.add_argument("--limit", type=int, help="evaluate only the first N tasks")
+    p.add_argument("--limit", type=int,
+                   help="evaluate only the first N tasks (--gold-check: whole worlds until N tasks)")
     p.add_argument("--max-turns", type=int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=192, help="per turn")
     p.add_argument("--max-context", type=int, default=4096)
@@ -34,6 +39,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--constrain-calls", action="store_true",
                    help="decode tool calls under the tools' JSON schemas (a listed tool, arguments its schema "
                         "accepts); the awmjax sampler only, not --base-url")
+    p.add_argument("--gold-check", action="store_true",
+                   help="instead of episodes, replay each task's gold trajectory and score the policy's greedy "
+                        "choice at every turn, teacher-forced: call vs answer, which tool, the whole call "
+                        "(one forward pass per sample; low-noise where completion is near zero); writes "
+                        "OUT/gold_check.json")
     p.add_argument("--out", help="report folder (default runs/eval/<policy>-<split>)")
     p.set_defaults(handler=cmd_eval, noun_parser=p)
 
@@ -46,6 +56,9 @@ def cmd_eval(args) -> int:
     from awmjax.sampling import SamplingConfig
     from envgen.catalog import Catalog, CatalogError
 
+    if args.gold_check and args.base_url:
+        raise CliError("--gold-check reads the policy's logits at every gold turn, which an endpoint does not "
+                       "return: drop --gold-check with --base-url")
     if args.constrain_calls and args.base_url:
         raise CliError("--constrain-calls masks tokens in the awmjax sampler, and an endpoint decodes on its own "
                        "server: drop --constrain-calls with --base-url (or use the server's own structured output)")
@@ -59,9 +72,12 @@ def cmd_eval(args) -> int:
     try:
         rollout = RolloutConfig(max_turns=args.max_turns, max_context=args.max_context, max_new_tokens=args.max_new_tokens,
                                 history_window=args.history_window or None, surface=args.surface,
+                                tool_schema=args.tool_schema,
                                 constrain_calls=args.constrain_calls)
     except ValueError as e:
         raise CliError(str(e)) from None
+    if args.gold_check:
+        return _gold_check(args, worlds, rollout)
     policy, tok, name = _policy(args)
     sampling = SamplingConfig(temperature=args.temperature, max_new_tokens=args.max_new_tokens,
                               stop_token_ids=tuple(tok.stop_token_ids), seed=args.seed)
@@ -71,6 +87,31 @@ def cmd_eval(args) -> int:
     write_report(report, out)
     print(report.table())
     print(f"report: {out}/report.json  transcripts: {out}/transcripts/")
+    return 0
+
+
+def _gold_check(args, worlds, rollout) -> int:
+    import json
+    from pathlib import Path
+
+    from awmjax.files import write_atomic
+    from awmjax.goldcheck import gold_check
+    from awmjax.policy import load_policy
+
+    try:
+        model, _, tok = load_policy(args.policy)
+    except (ValueError, FileNotFoundError) as e:
+        raise CliError(f"--policy {args.policy}: {e}") from None
+    try:
+        report = gold_check(model, tok, worlds, rollout, policy_name=args.policy, split=args.split, limit=args.limit,
+                            row_tokens=args.max_context, progress=True)
+    except ValueError as e:
+        raise CliError(f"--gold-check: {e}") from None
+    out = Path(args.out or Path("runs/eval") / f"{Path(args.policy).name or args.policy}-{args.split}")
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "gold_check.json", json.dumps(report.to_json(), indent=1))
+    print(report.table())
+    print(f"report: {out}/gold_check.json")
     return 0
 
 
