@@ -5,7 +5,9 @@
    difficulty class and task type of the catalog appears in the held-out split;
 2. evaluate the embedded SmolLM2-135M-Instruct on held-out tasks;
 3. SFT warm start on the train split's gold trajectories, then GRPO steps with the code judge;
-4. evaluate again on the same held-out tasks, after SFT and after GRPO;
+4. evaluate again on the same held-out tasks, after SFT and after GRPO; every evaluation
+   also runs the teacher-forced gold check on those tasks (per gold call: would the policy
+   pick the gold tool, write the whole call?), which moves where completion is still ~0;
 5. print a before/after table by difficulty, save reward / loss / completion curves as PNG,
    and leave a run folder with the config, metrics, checkpoints, policies and transcripts.
 
@@ -80,7 +82,9 @@ def run(args) -> int:
     # 2. before
     t = time.perf_counter()
     n_eval = sum(len(w.tasks) for w in eval_worlds)
-    before = _evaluate(policy, cfg, eval_worlds, n_eval, out / "eval" / "before", quick=args.quick)
+    gold: dict = {}  # the eval tasks' gold trajectories, played once for every gold check
+    before, gc_before = _evaluate(policy, cfg, eval_worlds, n_eval, out / "eval" / "before", quick=args.quick,
+                                  gold=gold)
     phases.append(("evaluate untrained", time.perf_counter() - t))
 
     # 3a. SFT warm start
@@ -90,7 +94,8 @@ def run(args) -> int:
     sft_dir = run_sft(RunConfig.from_dict(doc, source=args.config), out=out / "sft", progress=not args.quick)
     phases.append(("SFT warm start", time.perf_counter() - t))
     t = time.perf_counter()
-    after_sft = _evaluate(str(sft_dir), cfg, eval_worlds, n_eval, out / "eval" / "after_sft", quick=args.quick)
+    after_sft, gc_sft = _evaluate(str(sft_dir), cfg, eval_worlds, n_eval, out / "eval" / "after_sft",
+                                  quick=args.quick, gold=gold)
     phases.append(("evaluate after SFT", time.perf_counter() - t))
 
     # 3b. GRPO from the SFT policy, code judge
@@ -101,11 +106,14 @@ def run(args) -> int:
     grpo_dir = train(RunConfig.from_dict(doc, source=args.config), progress=not args.quick)
     phases.append(("GRPO", time.perf_counter() - t))
     t = time.perf_counter()
-    after = _evaluate(str(grpo_dir), cfg, eval_worlds, n_eval, out / "eval" / "after_grpo", quick=args.quick)
+    after, gc_after = _evaluate(str(grpo_dir), cfg, eval_worlds, n_eval, out / "eval" / "after_grpo",
+                                quick=args.quick, gold=gold)
     phases.append(("evaluate after GRPO", time.perf_counter() - t))
 
     # 5. report
     summary = {"before": before.to_json(), "after_sft": after_sft.to_json(), "after_grpo": after.to_json(),
+               "gold_check": {k: {g: v for g, v in r.to_json().items() if g != "turns"}
+                              for k, r in (("before", gc_before), ("after_sft", gc_sft), ("after_grpo", gc_after))},
                "phases": dict(phases)}
     for v in summary.values():
         if isinstance(v, dict):
@@ -115,11 +123,16 @@ def run(args) -> int:
     print(f"\nheld-out completion: before {100 * before.completion:.1f}% -> after {100 * after.completion:.1f}% "
           f"(SFT alone {100 * after_sft.completion:.1f}%; {before.overall.episodes} tasks on "
           f"{len(eval_worlds)} unseen worlds)")
+    checks = (gc_before, gc_sft, gc_after)
+    rates = [r.rates() for r in checks]
+    print(f"held-out gold check (teacher-forced, the same {rates[0]['calls']} gold calls of those tasks): "
+          f"tool picked {_arrow([x['tool']['rate'] for x in rates])}; "
+          f"whole call {_arrow([x['exact']['rate'] for x in rates])}  (untrained -> SFT -> SFT + GRPO)")
     if cfg.rollout.constrain_calls:
         print("every phase decoded tool calls under the tools' JSON schemas (rollout.constrain_calls): a call names "
               "a listed tool with arguments its schema accepts; which tool, which values, and when to answer are "
               "the policy's")
-    pngs = _plots(out, [("untrained", before), ("after SFT", after_sft), ("after SFT + GRPO", after)])
+    pngs = _plots(out, [("untrained", before), ("after SFT", after_sft), ("after SFT + GRPO", after)], checks)
     print("plots: " + ", ".join(str(p) for p in pngs))
     print("phase wall times: " + ", ".join(f"{name} {secs:.0f}s" for name, secs in phases)
           + f"; total {sum(s for _, s in phases):.0f}s")
@@ -169,8 +182,17 @@ def _eval_worlds(held_out, n_tasks: int):
     return out
 
 
-def _evaluate(source: str, cfg, worlds, limit: int, out: Path, *, quick: bool):
+def _arrow(values) -> str:
+    return " -> ".join(f"{100 * v:.1f}%" for v in values)
+
+
+def _evaluate(source: str, cfg, worlds, limit: int, out: Path, *, quick: bool, gold: dict):
+    """The held-out evaluation of one policy (episodes, `awmjax eval`) and its gold check
+    (teacher-forced, `awmjax eval --gold-check`) on the same tasks; `gold` holds the gold
+    samples between calls, played in the pool on the first."""
     from awmjax.eval import evaluate, write_report
+    from awmjax.files import write_atomic
+    from awmjax.goldcheck import gold_check, gold_samples
     from awmjax.policy import load_policy
     from awmjax.sampler import Sampler
     from awmjax.sampling import SamplingConfig
@@ -187,7 +209,16 @@ def _evaluate(source: str, cfg, worlds, limit: int, out: Path, *, quick: bool):
                       batch=min(limit, 32), progress=not quick)
     write_report(report, out)
     print("\n" + report.table())
-    return report
+    if "samples" not in gold:
+        # SFT and GRPO train only the top layers: the ones below are the untrained policy's,
+        # so their output is computed once for all three checks (gold_samples compares them)
+        top = cfg.optim.train_top_layers
+        gold["samples"] = gold_samples(tok, worlds, cfg.rollout, limit=limit, row_tokens=cfg.rollout.max_context,
+                                       share_layer=model_cfg.num_layers - top if 0 < top < model_cfg.num_layers else None)
+    check = gold_check(model, tok, gold["samples"], policy_name=name, progress=not quick)
+    write_atomic(out / "gold_check.json", json.dumps(check.to_json(), indent=1))
+    print(check.table())
+    return report, check
 
 
 def coverage_table(train_worlds, held_out) -> str:
@@ -235,7 +266,7 @@ def comparison_table(reports) -> str:
     return "\n".join(lines)
 
 
-def _plots(out: Path, reports) -> list[Path]:
+def _plots(out: Path, reports, checks) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -247,7 +278,7 @@ def _plots(out: Path, reports) -> list[Path]:
     paths = []
     if (out / "grpo" / "metrics.jsonl").is_file():
         paths.append(plot_run(out / "grpo"))
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(18, 4))
     rows = [json.loads(line) for line in (out / "sft" / "metrics.jsonl").read_text().splitlines() if line.strip()]
     axes[0].plot([r["step"] for r in rows], [r["nll"] for r in rows], marker=".")
     axes[0].set_title("SFT: negative log-likelihood of the policy's turns")
@@ -262,6 +293,16 @@ def _plots(out: Path, reports) -> list[Path]:
     axes[1].set_ylabel("held-out completion (%)")
     axes[1].set_title("held-out task completion by difficulty")
     axes[1].legend()
+    groups = [("tool", "first calls"), ("tool", "later calls"), ("exact", "all turns")]
+    for i, ((name, _), check) in enumerate(zip(reports, checks)):
+        by_group = {g: check.rates(sel) for g, sel in check.groups().items()}
+        axes[2].bar([x + i * width for x in range(len(groups))], [100 * by_group[g][k]["rate"] for k, g in groups],
+                    width, label=name)
+    axes[2].set_xticks([x + width * (len(reports) - 1) / 2 for x in range(len(groups))],
+                       ["tool, first calls", "tool, later calls", "whole call"])
+    axes[2].set_ylabel("% of held-out gold calls")
+    axes[2].set_title("gold check (teacher-forced) on the same tasks")
+    axes[2].legend()
     return paths + [save_figure(fig, out / "completion.png")]
 
 

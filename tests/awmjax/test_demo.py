@@ -21,11 +21,15 @@ def test_demo_pipeline_runs_end_to_end(tmp_path):
     assert "held-out completion: before" in text and "-> after" in text
     assert "tasks by kind" in text and "phase wall times:" in text
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary) == {"before", "after_sft", "after_grpo", "phases"}
+    assert set(summary) == {"before", "after_sft", "after_grpo", "gold_check", "phases"}
+    assert "held-out gold check (teacher-forced" in text and "tool picked" in text
     assert set(summary["phases"]) >= {"SFT warm start", "GRPO", "evaluate untrained", "evaluate after GRPO"}
     for phase in ("before", "after_sft", "after_grpo"):
         assert summary[phase]["overall"]["episodes"] >= 4
         assert any((out / "eval" / phase / "transcripts").iterdir())
+        check = summary["gold_check"][phase]  # every policy checked on the same gold calls
+        assert check["groups"]["all turns"]["calls"] == summary["gold_check"]["before"]["groups"]["all turns"]["calls"] > 0
+        assert (out / "eval" / phase / "gold_check.json").is_file()
     for policy in (out / "sft" / "policy", out / "grpo" / "policy"):
         assert (policy / "config.json").is_file() and (policy / "tokenizer.json").is_file()
     assert (out / "completion.png").stat().st_size > 0 and (out / "grpo" / "metrics.jsonl").is_file()
