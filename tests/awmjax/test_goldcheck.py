@@ -22,6 +22,19 @@ def tokenizer():
     return Tokenizer.embedded()
 
 
+@pytest.fixture(scope="module")
+def tiny():
+    """The tiny-random policy and the history-limited gold samples of the shop world."""
+    from awmjax.sft import gold_episodes
+
+    model, cfg, tok = load_policy("tiny-random")
+    with Pool(n_slots=4, workers=1) as pool:
+        pool.register([shop_world()])
+        eps, _ = gold_episodes(tok, pool, [shop_world()], ROLLOUT, seed=0, batch=4, progress=False)
+    samples = [s for e in eps for s in merge_prefix_samples(samples_from_episode(e, 1.0, ROLLOUT.history_window))]
+    return model, cfg, tok, samples
+
+
 def _oracle(perturb=None):
     """An _argmax_at_turns stand-in that predicts every gold next token (perturb(sample, t, id)
     may change the prediction for position t)."""
@@ -108,15 +121,8 @@ def test_answering_with_a_call_fails_the_answer_decision(tokenizer, monkeypatch)
     assert rows["first calls"]["decide"]["rate"] == 1.0
 
 
-def test_packed_rows_give_each_sample_its_own_predictions(tokenizer):
-    model, cfg, tok = load_policy("tiny-random")
-    world = shop_world()
-    from awmjax.sft import gold_episodes
-
-    with Pool(n_slots=4, workers=1) as pool:
-        pool.register([world])
-        eps, _ = gold_episodes(tok, pool, [world], ROLLOUT, seed=0, batch=4, progress=False)
-    samples = [s for e in eps for s in merge_prefix_samples(samples_from_episode(e, 1.0, ROLLOUT.history_window))]
+def test_packed_rows_give_each_sample_its_own_predictions(tiny):
+    model, cfg, tok, samples = tiny
     assert len(samples) >= 2  # packed together into one row
     packed = gc._argmax_at_turns(model, tok, samples, 2048, False)
     for s, p in zip(samples, packed):
@@ -167,15 +173,8 @@ def test_sft_scaling_experiment_runs_end_to_end(tmp_path, capsys):
     assert "SFT tasks 0 = the untrained policy" in capsys.readouterr().out
 
 
-def test_shared_lower_layers_are_reused_only_for_an_equal_policy(tokenizer):
-    model, cfg, tok = load_policy("tiny-random")
-    world = shop_world()
-    from awmjax.sft import gold_episodes
-
-    with Pool(n_slots=4, workers=1) as pool:
-        pool.register([world])
-        eps, _ = gold_episodes(tok, pool, [world], ROLLOUT, seed=0, batch=4, progress=False)
-    samples = [s for e in eps for s in merge_prefix_samples(samples_from_episode(e, 1.0, ROLLOUT.history_window))]
+def test_shared_lower_layers_are_reused_only_for_an_equal_policy(tiny):
+    model, cfg, tok, samples = tiny
     whole = gc._argmax_at_turns(model, tok, samples, 2048, False)
     shared: dict = {}
     first = gc._argmax_at_turns(model, tok, samples, 2048, False, 1, shared)
