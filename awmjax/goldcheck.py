@@ -197,6 +197,8 @@ def gold_check(model, tokenizer, worlds: Sequence[Any] | GoldSamples, rollout: R
     other arguments), or on a `GoldSamples` built before (then `rollout`, `split`, `limit`,
     `row_tokens` and `seed` are its own)."""
     t0 = time.perf_counter()
+    if not isinstance(worlds, GoldSamples) and rollout is None:
+        raise ValueError("gold_check: pass the RolloutConfig with the worlds (or a GoldSamples from gold_samples)")
     gold = worlds if isinstance(worlds, GoldSamples) else gold_samples(
         tokenizer, worlds, rollout, split=split, limit=limit, row_tokens=row_tokens, seed=seed, progress=progress)
     samples, difficulty = gold.samples, gold.difficulty
