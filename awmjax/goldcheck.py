@@ -149,6 +149,12 @@ class GoldSamples:
     shared: dict = field(default_factory=dict, repr=False)
 
 
+def frozen_layers(num_layers: int, train_top_layers: int) -> int | None:
+    """The `share_layer` for policies trained with [optim] train_top_layers from one start:
+    the layers below it never change (None when every layer trains)."""
+    return num_layers - train_top_layers if 0 < train_top_layers < num_layers else None
+
+
 def gold_samples(tokenizer, worlds: Sequence[Any], rollout: RolloutConfig, *, split: str = "held-out",
                  limit: int | None = None, row_tokens: int = 2048, seed: int = 0, share_layer: int | None = None,
                  progress: bool = False) -> GoldSamples:

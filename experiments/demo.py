@@ -192,7 +192,7 @@ def _evaluate(source: str, cfg, worlds, limit: int, out: Path, *, quick: bool, g
     samples between calls, played in the pool on the first."""
     from awmjax.eval import evaluate, write_report
     from awmjax.files import write_atomic
-    from awmjax.goldcheck import gold_check, gold_samples
+    from awmjax.goldcheck import frozen_layers, gold_check, gold_samples
     from awmjax.policy import load_policy
     from awmjax.sampler import Sampler
     from awmjax.sampling import SamplingConfig
@@ -212,9 +212,8 @@ def _evaluate(source: str, cfg, worlds, limit: int, out: Path, *, quick: bool, g
     if "samples" not in gold:
         # SFT and GRPO train only the top layers: the ones below are the untrained policy's,
         # so their output is computed once for all three checks (gold_samples compares them)
-        top = cfg.optim.train_top_layers
         gold["samples"] = gold_samples(tok, worlds, cfg.rollout, limit=limit, row_tokens=cfg.rollout.max_context,
-                                       share_layer=model_cfg.num_layers - top if 0 < top < model_cfg.num_layers else None)
+                                       share_layer=frozen_layers(model_cfg.num_layers, cfg.optim.train_top_layers))
     check = gold_check(model, tok, gold["samples"], policy_name=name, progress=not quick)
     write_atomic(out / "gold_check.json", json.dumps(check.to_json(), indent=1))
     print(check.table())

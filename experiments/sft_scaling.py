@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args, sizes: list[int]) -> int:
     from awmjax.config import RunConfig
     from awmjax.files import write_atomic
-    from awmjax.goldcheck import gold_check, gold_samples
+    from awmjax.goldcheck import frozen_layers, gold_check, gold_samples
     from awmjax.policy import load_policy
     from awmjax.sft import run_sft
     from envgen.build import generate_catalog
@@ -83,7 +83,7 @@ def run(args, sizes: list[int]) -> int:
         model, model_cfg, tok = load_policy(source)
         if gold is None:
             gold = gold_samples(tok, held_out, rollout, limit=args.check_tasks, row_tokens=rollout.max_context,
-                                share_layer=model_cfg.num_layers - top if 0 < top < model_cfg.num_layers else None)
+                                share_layer=frozen_layers(model_cfg.num_layers, top))
         report = gold_check(model, tok, gold, policy_name=source, progress=True)
         groups = report.to_json()["groups"]
         rows.append({"sft_tasks": n, "sft_seconds": sft_seconds, "train_tokens": tokens, "checked_tasks": report.tasks,

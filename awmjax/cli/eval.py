@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from awmjax.chat import TOOL_SCHEMAS
 from awmjax.cli import CliError
 
 
@@ -23,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--base-url", help="an OpenAI-compatible endpoint (e.g. http://localhost:8000/v1); key from $OPENAI_API_KEY")
     p.add_argument("--model", help="the endpoint's model name (with --base-url; default: --policy)")
     p.add_argument("--surface", choices=("direct", "mcp"), default="direct", help="tool surface (default direct)")
-    p.add_argument("--tool-schema", choices=("full", "lean", "brief"), default="full",
+    p.add_argument("--tool-schema", choices=TOOL_SCHEMAS, default="full",
                    help="how the system turn lists the tools: full JSON schemas, lean (no value constraints) or "
                         "brief (names, types, descriptions); use the listing the policy was trained with "
                         "(default full; make demo trains with brief)")
