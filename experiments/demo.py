@@ -198,10 +198,8 @@ def _evaluate(source: str, cfg, worlds, limit: int, out: Path, *, quick: bool, g
     from awmjax.sampling import SamplingConfig
 
     model, model_cfg, tok = load_policy(source, dtype=cfg.train.dtype, seed=cfg.train.seed)
-    # prefill in chunks of 128: a long tool response in one row then pads the others' chunk less
-    # (a held-out evaluation of the SFT policy: 214 s against 256 s with chunks of 256, same tokens)
-    sampler = Sampler(model, model_cfg, max_cache_len=cfg.rollout.max_context, pad_id=tok.pad_id, decode_fn=tok.decode,
-                      prefill_chunk=128)
+    sampler = Sampler(model, model_cfg, max_cache_len=cfg.rollout.max_context, pad_id=tok.pad_id,
+                      decode_fn=tok.decode)
     sampling = SamplingConfig(temperature=0.0, max_new_tokens=cfg.rollout.max_new_tokens,
                               stop_token_ids=tuple(tok.stop_token_ids))
     name = {"tiny-random": "tiny-random", "embedded": "embedded SmolLM2-135M-Instruct"}.get(source, source)

@@ -43,6 +43,28 @@ def test_cached_decoding_equals_full_recompute(tiny):
         assert gen.sampling_logprobs == [0.0] * 12
 
 
+def test_decode_segments_across_kv_buckets_equal_full_recompute(monkeypatch):
+    """A decode that outgrows its cache-slot bucket continues in the next one (160, 192, 224
+    slots...) and picks exactly the tokens a cache-free forward pass picks."""
+    config = ModelConfig.tiny()
+    model = Decoder(config, rngs=nnx.Rngs(1))
+    sampler = Sampler(model, config, max_cache_len=320, pad_id=0)
+    buckets = []
+    real = sampler._kv_len
+    monkeypatch.setattr(sampler, "_kv_len", lambda n: buckets.append(real(n)) or buckets[-1])
+    prompts = [[5 + (7 * i) % 250 for i in range(121)], [7, 8, 9]]
+    gens = sampler.generate(prompts, SamplingConfig(temperature=0.0, max_new_tokens=80))
+    # the prefill chunk asks first; the decode then writes slots 121 .. 200
+    assert buckets[-4:] == [128, 160, 192, 224]
+    for prompt, gen in zip(prompts, gens):
+        assert len(gen.token_ids) == 80
+        logp_TV = _full_logprobs(model, prompt + gen.token_ids)
+        picked = logp_TV[len(prompt) - 1:-1].argmax(-1)
+        assert gen.token_ids == picked.tolist()
+        np.testing.assert_allclose(gen.logprobs, logp_TV[np.arange(len(prompt) - 1, len(prompt) + 79),
+                                                          gen.token_ids], atol=1e-5)
+
+
 def test_sampling_is_reproducible_and_independent_of_batch(tiny):
     _, _, sampler = tiny
     sampling = SamplingConfig(temperature=1.0, top_k=50, top_p=0.9, max_new_tokens=10, seed=7)
