@@ -338,7 +338,7 @@ class Sampler:
         or prefill chunk then reads at most ~1/8 of a power of two more slots than its
         longest row needs; with powers of two alone a row at 1100 tokens read 2048 slots
         every step (24 rows x 1100-token prompts, 128 new tokens, SmolLM2-135M fp32 on 2
-        cores: 109 s before, 82 s with these sizes and decode segments)."""
+        cores: 112 s before, 82 s with these sizes and decode segments)."""
         p = _bucket(needed, 128)
         size = next(k * p // 8 for k in (5, 6, 7, 8) if k * p // 8 >= needed or k == 8)
         return min(max(size, 128), self.max_cache_len)
