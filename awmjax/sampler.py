@@ -394,7 +394,8 @@ class Sampler:
         if not state.pending[0]:
             raise ValueError("Sampler.stream needs a non-empty prompt")
         cache, h_BD = self._prefill(state.cache, [list(state.pending[0])])
-        room = self.max_cache_len - int(np.asarray(cache.lengths_B)[0])
+        length = int(np.asarray(cache.lengths_B)[0])
+        room = self.max_cache_len - length
         budget_B = jnp.asarray([max(0, min(sampling.max_new_tokens, room))], jnp.int32)
         greedy, top_k = sampling.mode(self.config.vocab_size)
         stop_S = jnp.asarray(list(sampling.stop_token_ids) or [-1], jnp.int32)
@@ -406,8 +407,8 @@ class Sampler:
         while bool(active_B[0]):
             cache, h_BD, active_B, count_B, token_B, _, _, _ = _single_step(
                 self.graphdef, self.params, self.out_in, cache, h_BD, active_B, count_B,
-                jnp.int32(step),
-                consts, greedy=greedy, top_k=top_k, pad_id=self.pad_id)
+                jnp.int32(step), consts, greedy=greedy, top_k=top_k, pad_id=self.pad_id,
+                kv_len=self._kv_len(length + step + 1))  # the slots in use, not the whole cache
             step += 1
             yield int(token_B[0])
 

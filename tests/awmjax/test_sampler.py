@@ -63,6 +63,9 @@ def test_decode_segments_across_kv_buckets_equal_full_recompute(monkeypatch):
         assert gen.token_ids == picked.tolist()
         np.testing.assert_allclose(gen.logprobs, logp_TV[np.arange(len(prompt) - 1, len(prompt) + 79),
                                                           gen.token_ids], atol=1e-5)
+    # streaming steps one token at a time through the same sizes
+    assert list(sampler.stream(prompts[0], SamplingConfig(temperature=0.0, max_new_tokens=80))) \
+        == gens[0].token_ids
 
 
 def test_sampling_is_reproducible_and_independent_of_batch(tiny):
