@@ -273,9 +273,9 @@ class Sampler:
             return self._decode_masked(cache, h_BD, budget_B, consts, cons_B, num_steps,
                                        greedy=greedy, top_k=top_k, max_new=sampling.max_new_tokens)
         # The loop runs in segments: each reads only the cache slots its rows can reach
-        # (kv_len, a decode bucket of the longest live row) and stops when a row would outgrow
-        # them; the next segment continues from its carry with the next bucket. Attention then
-        # reads ~the slots in use instead of the whole turn's final length every step.
+        # (kv_len, the _kv_len size of the longest live row) and stops when a row would
+        # outgrow them; the next segment continues from its carry with the next size.
+        # Attention then reads ~the slots in use, not the turn's final length, every step.
         B = h_BD.shape[0]
         carry = (jnp.int32(0), jnp.asarray(np.asarray(budget_B) > 0), jnp.zeros(B, jnp.int32),
                  jnp.full(B, _LENGTH if sampling.max_new_tokens <= 0 else _BUDGET, jnp.int32),
